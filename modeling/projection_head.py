@@ -1,0 +1,243 @@
+"""A trainable projection head for a frozen sentence-transformers encoder.
+
+This file ships inside every saved model, at the model's root, and is what
+``SentenceTransformer(path_or_hub_id, trust_remote_code=True)`` imports there. It must stay
+self-contained: standard library, torch and sentence-transformers only.
+
+Why it can be trained without collapsing: every kind starts as (or as close as possible to) the
+encoder it sits on, so step 0 retrieves exactly as well as the bare encoder and training only has to
+move away from a good point, never find one from a random start.
+
+- ``linear``: ``y = (W0 + D) x + b``. ``W0`` is a fixed buffer, ``D`` and ``b`` are trained and start at
+  zero. Weight decay on ``D`` therefore pulls the map back toward its start (the identity when the
+  dimension is kept), which regularises a head trained on a few thousand pairs.
+- ``mlp``: the linear map above plus a residual branch ``U2 act(U1 x + c1)`` whose output layer
+  ``U2`` starts at zero, so the branch adds nothing at step 0 but receives gradients at once.
+- Reduced output (``out_features < in_features``, e.g. 384 -> 128): ``W0`` holds the top principal
+  directions of sample embeddings (centred PCA: ``b0 = -W0 mean``) when ``fit_pca`` is given data, else
+  random orthonormal rows (a Johnson-Lindenstrauss projection). Measured at step 0 with
+  all-MiniLM-L6-v2 on BEIR SciFact test, nDCG@10 (full 384-d: 0.6451): PCA-128 0.63 and
+  random-128 0.59 (see the README for the exact figures and the command).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Any
+
+import torch
+from sentence_transformers.base.modules import Module
+from torch import Tensor, nn
+
+__all__ = ["ProjectionHead"]
+
+KINDS = ("linear", "mlp")
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
+# Marks the saved model's root so the head can put its own source file there (see ``save``).
+ROOT_MARKER = "config_sentence_transformers.json"
+SOURCE_FILE = "projection_head.py"
+
+
+class ProjectionHead(Module):
+    """Transforms ``features["sentence_embedding"]`` in place; see the module docstring for the kinds.
+
+    Args:
+        in_features: Width of the encoder's sentence embedding (384 for all-MiniLM-L6-v2).
+        out_features: Width of the output; defaults to ``in_features``.
+        kind: ``"linear"`` or ``"mlp"``.
+        hidden_features: Width of the MLP branch (``kind="mlp"``); defaults to ``2 * in_features``.
+        activation: Activation of the MLP branch: one of ``gelu``, ``relu``, ``tanh``, ``silu``.
+        dropout: Dropout on the head's input while training (0 disables it).
+        init: How ``W0`` was initialised: ``identity``, ``random`` or ``pca``; recorded for the card.
+        seed: Seed of the random parts of the initialisation, so a build is reproducible.
+    """
+
+    config_keys: list[str] = [
+        "in_features",
+        "out_features",
+        "kind",
+        "hidden_features",
+        "activation",
+        "dropout",
+        "init",
+        "seed",
+    ]
+    config_file_name = "config.json"
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int | None = None,
+        kind: str = "linear",
+        hidden_features: int | None = None,
+        activation: str = "gelu",
+        dropout: float = 0.0,
+        init: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        out_features = in_features if out_features is None else out_features
+        if kind not in KINDS:
+            raise ValueError(f"ProjectionHead kind must be one of {KINDS}, got {kind!r}.")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ProjectionHead activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}.")
+        if not 0 < out_features <= in_features:
+            raise ValueError(
+                f"ProjectionHead out_features must be in [1, in_features={in_features}], got {out_features}: "
+                "a head may keep or reduce the encoder's dimension, not raise it."
+            )
+        if init is None:
+            init = "identity" if out_features == in_features else "random"
+        if init not in ("identity", "random", "pca"):
+            raise ValueError(f"ProjectionHead init must be 'identity', 'random' or 'pca', got {init!r}.")
+        if init == "identity" and out_features != in_features:
+            raise ValueError("init='identity' needs out_features == in_features; use 'random' or 'pca' to reduce.")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.kind = kind
+        self.hidden_features = (hidden_features or 2 * in_features) if kind == "mlp" else None
+        self.activation = activation
+        self.dropout = float(dropout)
+        self.init = init
+        self.seed = int(seed)
+
+        generator = torch.Generator().manual_seed(self.seed)
+        self.register_buffer("base_weight", self._initial_weight(generator))
+        self.register_buffer("base_bias", torch.zeros(out_features))
+        self.delta = nn.Parameter(torch.zeros(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.input_dropout = nn.Dropout(self.dropout)
+        if kind == "mlp":
+            self.up = nn.Linear(in_features, self.hidden_features)
+            self.act = ACTIVATIONS[activation]()
+            self.down = nn.Linear(self.hidden_features, out_features)
+            with torch.no_grad():  # seeded default init for ``up``; the branch output starts at zero
+                bound = in_features**-0.5
+                self.up.weight.uniform_(-bound, bound, generator=generator)
+                self.up.bias.uniform_(-bound, bound, generator=generator)
+                self.down.weight.zero_()
+                self.down.bias.zero_()
+
+    def _initial_weight(self, generator: torch.Generator) -> Tensor:
+        if self.init == "identity":
+            return torch.eye(self.in_features)
+        # Random orthonormal rows: a distance-preserving (Johnson-Lindenstrauss) start; "pca" replaces it in fit_pca.
+        gaussian = torch.randn(self.in_features, self.out_features, generator=generator)
+        q, _ = torch.linalg.qr(gaussian)
+        return q.T.contiguous()
+
+    @torch.no_grad()
+    def fit_pca(self, embeddings: Tensor) -> ProjectionHead:
+        """Set ``W0`` to the top ``out_features`` principal directions of ``embeddings`` (centred).
+
+        Only meaningful for a reduced head; the step-0 model then keeps the most variance a linear
+        ``out_features``-dim map can.
+        """
+        if self.out_features == self.in_features:
+            raise ValueError("fit_pca is for a reduced head (out_features < in_features); this head keeps the width.")
+        x = torch.as_tensor(embeddings, dtype=torch.float32)
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"fit_pca needs embeddings of shape (n, {self.in_features}), got {tuple(x.shape)}.")
+        if x.shape[0] < self.out_features:
+            raise ValueError(f"fit_pca needs at least out_features={self.out_features} embeddings, got {x.shape[0]}.")
+        mean = x.mean(dim=0)
+        _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+        self.base_weight.copy_(vh[: self.out_features])
+        self.base_bias.copy_(-(self.base_weight @ mean))
+        self.init = "pca"
+        return self
+
+    def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
+        x = features["sentence_embedding"]
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"ProjectionHead expects {self.in_features}-dim sentence embeddings but got {x.shape[-1]}-dim ones: "
+                "this head was trained for another encoder. Train a new head for this encoder."
+            )
+        x = self.input_dropout(x)
+        y = nn.functional.linear(x, self.base_weight + self.delta, self.base_bias + self.bias)
+        if self.kind == "mlp":
+            y = y + self.down(self.act(self.up(x)))
+        features["sentence_embedding"] = y
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.out_features
+
+    def num_trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def on_model_ready(self, model: Any) -> None:
+        """Fail at load time, with a clear message, when the encoder below has another width."""
+        below = _dimension_below(model, self)
+        if below is not None and below != self.in_features:
+            raise ValueError(
+                f"This ProjectionHead was built for {self.in_features}-dim embeddings, but the encoder it sits on "
+                f"produces {below}-dim embeddings. A head only works on the encoder it was trained for."
+            )
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Save config and safetensors weights, and put this file at the model's root.
+
+        Stock sentence-transformers copies a dynamically loaded module's source into the module's
+        subfolder, where the loader never looks, and a Router records a ``transformers_modules...``
+        type. Recording the class as ``projection_head.ProjectionHead`` (see the end of this file)
+        and writing this file next to ``config_sentence_transformers.json`` makes every save load
+        again with ``trust_remote_code=True``, with or without this package installed.
+        """
+        if not safe_serialization:
+            raise ValueError("ProjectionHead saves safetensors only; call save with safe_serialization=True.")
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=True)
+        root = _model_root(output_path)
+        if root is not None:
+            shutil.copyfile(__file__, os.path.join(root, SOURCE_FILE))
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> ProjectionHead:
+        hub_kwargs = {
+            key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs
+        }
+        config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs)
+        head = cls(**{key: value for key, value in config.items() if key in cls.config_keys})
+        return cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=head, **hub_kwargs)
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.config_keys}
+
+    def __repr__(self) -> str:
+        config = {key: value for key, value in self.get_config_dict().items() if value is not None}
+        return f"ProjectionHead({json.dumps(config)[1:-1]}, trainable_parameters={self.num_trainable_parameters()})"
+
+
+def _model_root(output_path: str) -> str | None:
+    """The folder holding the model's config: the module's parent, or grandparent inside a Router."""
+    path = os.path.abspath(output_path)
+    for _ in range(3):
+        if os.path.isfile(os.path.join(path, ROOT_MARKER)):
+            return path
+        path = os.path.dirname(path)
+    return None
+
+
+def _dimension_below(model: Any, head: ProjectionHead) -> int | None:
+    """Width of the last top-level module before the one that holds ``head`` (itself or a Router)."""
+    below = None
+    for module in model._modules.values():
+        routes = getattr(module, "sub_modules", None)
+        holds_head = module is head or (
+            isinstance(routes, (dict, nn.ModuleDict)) and any(head in list(chain) for chain in routes.values())
+        )
+        if holds_head:
+            return below
+        dimension = getattr(module, "get_embedding_dimension", None)
+        if callable(dimension):
+            below = dimension() or below
+    return None
+
+
+# The saved ``modules.json`` / ``router_config.json`` type becomes ``projection_head.ProjectionHead``: one dot, the
+# form the remote-code loader resolves to ``projection_head.py`` at the model root, wherever this class came from.
+ProjectionHead.__module__ = "projection_head"
