@@ -1,0 +1,89 @@
+"""Training-time input module: serves the frozen encoder's embeddings from an ``EmbeddingCache``.
+
+The model the trainer sees is ``[CachedEmbeddingInput, head (or Router), Normalize]``; the model that is
+saved is ``[Transformer, Pooling, head, Normalize]`` with the very same head object, so its
+embeddings equal what training saw while the encoder never runs inside the training loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import InputModule, Module, Router
+from sentence_transformers.base.modules.normalize import Normalize
+from torch import Tensor
+
+from modeling.build import freeze, split_encoder
+from modeling.embedding_cache import EmbeddingCache
+
+
+class CachedEmbeddingInput(InputModule):
+    """Looks texts up in the cache (encoding any it has not seen) instead of tokenising them."""
+
+    config_keys: list[str] = ["dimension"]
+
+    def __init__(self, dimension: int, cache: EmbeddingCache | None = None) -> None:
+        super().__init__()
+        self.dimension = dimension
+        self.cache = cache
+
+    def preprocess(self, inputs: Sequence[str], prompt: str | None = None, **kwargs: Any) -> dict[str, Tensor]:
+        if self.cache is None:
+            raise RuntimeError("CachedEmbeddingInput has no cache attached; it is a training-time module only.")
+        bad = [text for text in inputs if not isinstance(text, str)]
+        if bad:
+            raise TypeError(f"Expected texts, got {type(bad[0]).__name__}: {bad[0]!r}")
+        return {"sentence_embedding": self.cache.get(list(inputs), prompt)}
+
+    def forward(self, features: dict[str, Tensor], **kwargs: Any) -> dict[str, Tensor]:
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.dimension
+
+    def save(self, output_path: str, *args: Any, **kwargs: Any) -> None:
+        self.save_config(output_path)  # no weights: checkpoints hold the head only
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> CachedEmbeddingInput:
+        hub_kwargs = {key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs}
+        return cls(**cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs))
+
+
+def split_model(model: SentenceTransformer) -> tuple[list[Module], list[Module]]:
+    """The frozen encoder prefix (up to the sentence embedding) and the rest (head/Router, Normalize)."""
+    modules = list(model)
+    for index, module in enumerate(modules):
+        if isinstance(module, Router) or type(module).__name__ == "ProjectionHead":
+            return modules[:index], modules[index:]
+    prefix, normalize = split_encoder(model)  # a bare encoder: nothing but Normalize after the prefix
+    return prefix, [normalize] if normalize is not None else []
+
+
+def prefix_model(model: SentenceTransformer) -> SentenceTransformer:
+    """The frozen prefix of ``model`` as its own model (shares the modules, so no copy of the weights)."""
+    prefix, _ = split_model(model)
+    for module in prefix:
+        freeze(module)
+    return SentenceTransformer(modules=prefix, device=str(model.device))
+
+
+def cached_twin(model: SentenceTransformer, cache: EmbeddingCache) -> SentenceTransformer:
+    """``model`` with its encoder prefix replaced by cache look-ups; the tail modules are shared, not copied."""
+    _, tail = split_model(model)
+    dimension = cache.prefix.get_embedding_dimension()
+    twin = SentenceTransformer(
+        modules=[CachedEmbeddingInput(dimension, cache), *tail],
+        device=str(model.device),
+        prompts=dict(model.prompts),
+        default_prompt_name=model.default_prompt_name,
+        similarity_fn_name=model.similarity_fn_name,
+    )
+    twin.model_card_data = model.model_card_data
+    return twin
+
+
+def has_normalize(model: SentenceTransformer) -> bool:
+    return any(isinstance(module, Normalize) for module in model)
