@@ -18,6 +18,8 @@ move away from a good point, never find one from a random start.
   random orthonormal rows (a Johnson-Lindenstrauss projection). Measured at step 0 with
   all-MiniLM-L6-v2 on BEIR SciFact test, nDCG@10 (full 384-d: 0.6451): PCA-128 0.63 and
   random-128 0.59 (see the README for the exact figures and the command).
+- ``init="default"`` reproduces the naive recipe for comparison only: PyTorch's default random init, no
+  identity start and no zero-init residual branch.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch import Tensor, nn
 __all__ = ["ProjectionHead"]
 
 KINDS = ("linear", "mlp")
+INITS = ("identity", "random", "pca", "default")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
 # Marks the saved model's root so the head can put its own source file there (see ``save``).
 ROOT_MARKER = "config_sentence_transformers.json"
@@ -50,7 +53,8 @@ class ProjectionHead(Module):
         hidden_features: Width of the MLP branch (``kind="mlp"``); defaults to ``2 * in_features``.
         activation: Activation of the MLP branch: one of ``gelu``, ``relu``, ``tanh``, ``silu``.
         dropout: Dropout on the head's input while training (0 disables it).
-        init: How ``W0`` was initialised: ``identity``, ``random`` or ``pca``; recorded for the card.
+        init: How ``W0`` was initialised: ``identity``, ``random``, ``pca``, or ``default`` (the naive
+            random-init recipe, kept to show what goes wrong); recorded for the card.
         seed: Seed of the random parts of the initialisation, so a build is reproducible.
     """
 
@@ -90,8 +94,8 @@ class ProjectionHead(Module):
             )
         if init is None:
             init = "identity" if out_features == in_features else "random"
-        if init not in ("identity", "random", "pca"):
-            raise ValueError(f"ProjectionHead init must be 'identity', 'random' or 'pca', got {init!r}.")
+        if init not in INITS:
+            raise ValueError(f"ProjectionHead init must be one of {INITS}, got {init!r}.")
         if init == "identity" and out_features != in_features:
             raise ValueError("init='identity' needs out_features == in_features; use 'random' or 'pca' to reduce.")
         self.in_features = in_features
@@ -117,12 +121,20 @@ class ProjectionHead(Module):
                 bound = in_features**-0.5
                 self.up.weight.uniform_(-bound, bound, generator=generator)
                 self.up.bias.uniform_(-bound, bound, generator=generator)
-                self.down.weight.zero_()
-                self.down.bias.zero_()
+                if init != "default":
+                    self.down.weight.zero_()
+                    self.down.bias.zero_()
+        if init == "default":  # torch's nn.Linear init on the main map too: nothing anchors step 0 to the encoder
+            with torch.no_grad():
+                reference = nn.Linear(in_features, out_features)
+                self.delta.copy_(reference.weight)
+                self.bias.copy_(reference.bias)
 
     def _initial_weight(self, generator: torch.Generator) -> Tensor:
         if self.init == "identity":
             return torch.eye(self.in_features)
+        if self.init == "default":
+            return torch.zeros(self.out_features, self.in_features)
         # Random orthonormal rows: a distance-preserving (Johnson-Lindenstrauss) start; "pca" replaces it in fit_pca.
         gaussian = torch.randn(self.in_features, self.out_features, generator=generator)
         q, _ = torch.linalg.qr(gaussian)
