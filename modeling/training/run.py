@@ -1,0 +1,207 @@
+"""The whole training job: data -> frozen encoder + head -> cache -> learning-rate trials on dev -> saved model.
+
+Model selection never sees a test split: the learning rate and the epoch are chosen on dev nDCG@10, and
+the identity head (the bare encoder) is always a candidate, so the saved model is never worse than the
+encoder on dev.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from modeling.build import build_model, encoder_display_name, find_head, load_encoder, save_model
+from modeling.cached_input import cached_twin, prefix_model
+from modeling.embedding_cache import EmbeddingCache
+from modeling.training.data import TrainingData, as_labelled_dataset, as_pairs_dataset
+from modeling.training.trial import (
+    LOSSES,
+    TrialConfig,
+    TrialResult,
+    dev_evaluator,
+    head_state,
+    probe_pairs,
+    run_trial,
+)
+
+DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+
+
+@dataclass
+class TrainSettings:
+    output_dir: Path
+    encoder: str | None = None
+    kind: str = "linear"
+    placement: str = "query"
+    out_features: int | None = None
+    init: str | None = None
+    loss: str = "mnrl"
+    hard_negatives: int = 0
+    learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
+    epochs: int = 20
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    scale: float = 20.0
+    seed: int = 0
+    cache_dir: str | None = None
+    resume: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class TrainSummary:
+    output_dir: str
+    data_name: str
+    num_pairs: int
+    num_train_queries: int
+    num_dev_queries: int
+    encoder: str
+    encoder_calls: int
+    cached_texts: int
+    base_dev: dict[str, float]
+    trained_dev: dict[str, float]
+    chosen_learning_rate: float | None
+    chosen_epoch: float | None
+    trials: list[dict] = field(default_factory=list)
+    guard: str = ""
+    kept_identity: bool = False
+    seconds: float = 0.0
+
+
+class CollapseError(RuntimeError):
+    """Every trial was stopped by the collapse guard; the message says why and what to change."""
+
+
+def _main_process_first():
+    from accelerate import PartialState
+
+    return PartialState().main_process_first()
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def training_dataset(data: TrainingData, settings: TrainSettings, twin):
+    if settings.loss != "mnrl":
+        return as_labelled_dataset(data, seed=settings.seed)
+    pairs = as_pairs_dataset(data)
+    if settings.hard_negatives <= 0:
+        return pairs
+    from sentence_transformers.util import mine_hard_negatives
+
+    # Mined with the frozen base (the head is still the identity here), served from the cache: no encoder call.
+    # A query's other positives are never taken as its negatives: mine_hard_negatives excludes all positives of an
+    # anchor that appears in several rows, and every positive of a query is a row here.
+    return mine_hard_negatives(
+        pairs,
+        twin,
+        corpus=data.corpus,
+        num_negatives=settings.hard_negatives,
+        range_min=0,
+        relative_margin=0.05,
+        sampling_strategy="top",
+        output_format="n-tuple",
+        batch_size=512,
+        verbose=False,
+    )
+
+
+def dev_metrics(evaluator, twin) -> dict[str, float]:
+    scores = evaluator(twin)
+    prefix = f"{evaluator.name}_cosine_"
+    return {key[len(prefix) :]: float(value) for key, value in scores.items() if key.startswith(prefix)}
+
+
+def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainSummary:
+    """Run the job and save the model to ``settings.output_dir``; ``card_hook(model, summary)`` fills the card."""
+    if settings.loss not in LOSSES:
+        raise ValueError(f"Unknown loss {settings.loss!r}; choose one of {LOSSES}.")
+    started = time.time()
+    torch.manual_seed(settings.seed)
+    encoder = load_encoder(settings.encoder)
+    head_kwargs = {"init": settings.init} if settings.init else {}
+    model = build_model(
+        encoder, kind=settings.kind, placement=settings.placement, out_features=settings.out_features, seed=settings.seed, **head_kwargs
+    )
+    model.model_card_data.base_model = encoder_display_name(settings.encoder)
+    head = find_head(model)
+    cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
+    queries, documents = data.all_texts()
+    with _main_process_first():
+        cache.ensure(queries + documents, description="Embedding training and dev texts")
+    cache.refresh()
+    if head.out_features < head.in_features and head.init != "default":
+        head.fit_pca(cache.get(documents[:20000]))
+    twin = cached_twin(model, cache)
+    if card_hook is not None:
+        card_hook(model, None)  # install the card data before the trainer's card callback reads it
+
+    dataset = training_dataset(data, settings, twin)
+    evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
+    guard_pairs = probe_pairs(data.dev_queries, data.dev_corpus, data.dev_relevant, seed=settings.seed)
+    start_state = head_state(head)
+    base_dev = dev_metrics(evaluator, cached_twin(encoder, cache))  # the bare encoder, from the same cache
+
+    results: list[TrialResult] = []
+    states: dict[float, dict] = {}
+    for learning_rate in settings.learning_rates:
+        head.load_state_dict(start_state)
+        config = TrialConfig(
+            learning_rate=learning_rate,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            weight_decay=settings.weight_decay,
+            loss=settings.loss,
+            scale=settings.scale,
+            seed=settings.seed,
+            init=head.init,
+        )
+        trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}"
+        result = run_trial(
+            twin, head, dataset, evaluator, guard_pairs, config, settings.placement, trial_dir, settings.resume, settings.show_progress
+        )
+        results.append(result)
+        states[learning_rate] = head_state(head)
+        if _is_main():
+            print(f"learning rate {learning_rate:g}: best dev nDCG@10 {result.best_dev:.4f} at epoch {result.best_epoch}; guard {result.guard}", flush=True)
+
+    usable = [r for r in results if not r.stopped and not math.isnan(r.best_dev)]
+    if not usable:
+        reasons = "\n".join(f"- lr {r.learning_rate:g}: {r.guard}" for r in results)
+        raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
+    best = max(usable, key=lambda r: r.best_dev)
+    kept_identity = head.init == "identity" and best.best_dev <= base_dev["ndcg@10"]
+    head.load_state_dict(start_state if kept_identity else states[best.learning_rate])
+    trained_dev = dev_metrics(evaluator, twin)
+
+    summary = TrainSummary(
+        output_dir=str(settings.output_dir),
+        data_name=data.name,
+        num_pairs=data.num_pairs,
+        num_train_queries=len(data.pairs),
+        num_dev_queries=len(data.dev_queries),
+        encoder=encoder_display_name(settings.encoder),
+        encoder_calls=cache.encoded_texts,
+        cached_texts=len(cache),
+        base_dev=base_dev,
+        trained_dev=trained_dev,
+        chosen_learning_rate=None if kept_identity else best.learning_rate,
+        chosen_epoch=None if kept_identity else best.best_epoch,
+        trials=[asdict(r) for r in results],
+        guard=best.guard,
+        kept_identity=kept_identity,
+        seconds=time.time() - started,
+    )
+    if _is_main():
+        if card_hook is not None:
+            card_hook(model, summary)
+        save_model(model, settings.output_dir)
+        (Path(settings.output_dir) / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    return summary
