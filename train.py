@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     except CollapseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     print()

@@ -260,20 +260,22 @@ def _records(dataset: Any, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
         yield f"{kind} row {number}", row
 
 
-def load_datasets_source(source: str, split: str = "test", qrels_source: str | None = None) -> IRData:
+def _datasets_qrels(source: str, split: str, qrels_source: str | None) -> dict[str, dict[str, int]]:
     from datasets import load_dataset
 
     dataset, config = _qrels_location(source, qrels_source)
     splits = _split_names(dataset, config)
     if split not in splits:
         raise DataError(f"{dataset} (config {config!r}) has no qrels split {split!r}; available: {splits}.")
-    qrels_rows = load_dataset(dataset, config, split=split)
-    missing = [name for name in QRELS_HEADER if name not in qrels_rows.column_names]
+    rows = load_dataset(dataset, config, split=split)
+    missing = [name for name in QRELS_HEADER if name not in rows.column_names]
     if missing:
-        raise DataError(f"qrels {split!r} of {dataset}: missing column(s) {missing} (have {qrels_rows.column_names}).")
-    qrels = _collect_qrels(
-        ((f"qrels row {n}", row["query-id"], row["corpus-id"], row["score"]) for n, row in enumerate(qrels_rows)), split
-    )
+        raise DataError(f"qrels {split!r} of {dataset}: missing column(s) {missing} (have {rows.column_names}).")
+    return _collect_qrels(((f"qrels row {n}", r["query-id"], r["corpus-id"], r["score"]) for n, r in enumerate(rows)), split)
+
+
+def load_datasets_source(source: str, split: str = "test", qrels_source: str | None = None) -> IRData:
+    qrels = _datasets_qrels(source, split, qrels_source)
     corpus = _collect_texts(_records(_single_split(source, "corpus"), "corpus"), "corpus", with_title=True)
     queries = _collect_texts(_records(_single_split(source, "queries"), "queries"), "queries", with_title=False)
     return check_ids(str(source).rstrip("/").split("/")[-1], corpus, queries, qrels, split)
@@ -297,6 +299,20 @@ def load_ir_data(source: str | Path, split: str = "test", qrels_source: str | No
     if not path.exists() and (str(source).startswith((".", "/", "~")) or str(source).count("/") > 1):
         raise DataError(f"{source} does not exist (expected a BEIR folder or a datasets Hub id such as 'mteb/scifact').")
     return load_datasets_source(str(source), split, qrels_source)
+
+
+def load_qrels(source: str | Path, split: str, qrels_source: str | None = None) -> dict[str, dict[str, int]]:
+    """Only the qrels of one split (e.g. train qrels for slicing), from a source or a ``.tsv`` file; ids unchecked."""
+    path = Path(source)
+    if path.suffix == ".tsv":
+        if not path.is_file():
+            raise DataError(f"qrels file {path} does not exist (expected a TSV with header 'query-id corpus-id score').")
+        return _collect_qrels(_tsv_qrels(path), path.stem)
+    if is_beir_folder(path):
+        if not (path / "qrels" / f"{split}.tsv").is_file():
+            raise DataError(f"{path} has no qrels/{split}.tsv; splits found: {_beir_splits(path) or 'none'}.")
+        return _collect_qrels(_tsv_qrels(path / "qrels" / f"{split}.tsv"), split)
+    return _datasets_qrels(str(source), split, qrels_source)
 
 
 def available_splits(source: str | Path, qrels_source: str | None = None) -> list[str]:

@@ -131,3 +131,16 @@ def test_bad_qrels_rows(tmp_path):
     write_qrels(folder / "qrels" / "test.tsv", [("q1", "d1", 1), ("q1", "d1", 2)])
     with pytest.raises(DataError, match="graded twice"):
         load_ir_data(folder)
+
+
+def test_load_qrels_only(tmp_path):
+    from modeling.ir_data import load_qrels
+
+    folder = beir_folder(tmp_path / "toy")
+    assert load_qrels(folder, "train") == {"q3": {"d3": 1}}
+    assert load_qrels(folder / "qrels" / "test.tsv", "x") == EXPECTED.qrels
+    assert load_qrels(str(hub_folder(tmp_path / "hub")), "train") == {"q3": {"d3": 1}}
+    with pytest.raises(DataError, match="does not exist"):
+        load_qrels(tmp_path / "none.tsv", "train")
+    with pytest.raises(DataError, match=r"no qrels/dev\.tsv"):
+        load_qrels(folder, "dev")

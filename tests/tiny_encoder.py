@@ -15,17 +15,19 @@ from transformers import BertConfig, BertModel, BertTokenizerFast
 WORDS = (
     "the a of and to in is for on with cat cats dog dogs red blue green shoe shoes boot boots lamp desk chair "
     "table phone case cable charger laptop bag coffee tea mug cup water bottle light dark small large cheap "
-    "warm cold running walking wooden metal leather cotton wool kitchen garden office travel sport kids"
+    "warm cold running walking wooden metal leather cotton wool kitchen garden office travel sport kids bottle bag"
 ).split()
+
+
+EXTRA = [f"##{c}" for c in string.ascii_lowercase + string.digits] + [str(n) for n in range(100)]
 
 
 def write_tiny_bert(folder: str | Path, hidden: int = 32, seed: int = 0, dropout: float = 0.1) -> Path:
     """Save a 2-layer random BERT plus a word-level tokenizer to ``folder``; returns it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits, *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *string.ascii_lowercase, *string.digits, *WORDS, *EXTRA]
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(dict.fromkeys(vocab))}, do_lower_case=True)
     tokenizer.save_pretrained(str(folder))
     torch.manual_seed(seed)
     config = BertConfig(

@@ -16,7 +16,7 @@ from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 MIN_SPREAD = 0.02  # std of probe cosines below this: every pair scores (almost) the same
-MIN_AUC = 0.6  # P(positive scores above negative) below this: the ranking has been lost
+MIN_AUC = 0.6  # P(positive scores above negative) below this, and no better than at the start: no ranking learnt
 
 
 @dataclass
@@ -122,7 +122,8 @@ class CollapseGuard(TrainerCallback):
 
     def _check(self, state: TrainerState, control: TrainerControl) -> None:
         stats = self.probe(state.global_step)
-        failing = stats.spread < MIN_SPREAD or stats.auc < MIN_AUC
+        start = self.verdict.history[0].auc
+        failing = stats.spread < MIN_SPREAD or (stats.auc < MIN_AUC and stats.auc <= start)
         self._failures = self._failures + 1 if failing and state.global_step > 0 else 0
         if self._failures >= self.patience:
             reason, advice = self._diagnose(stats)

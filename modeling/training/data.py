@@ -101,6 +101,8 @@ def _load_table(source: str) -> Dataset:
         if path.is_file():
             if path.suffix.lower() not in LOCAL_FORMATS:
                 raise DataError(f"{source}: unknown file type {path.suffix!r}; use one of {sorted(LOCAL_FORMATS)}.")
+            if not path.read_bytes().strip():
+                raise DataError(f"The training data {source!r} is empty (0 rows).")
             kwargs = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
             loaded = load_dataset(LOCAL_FORMATS[path.suffix.lower()], data_files=str(path), split="train", **kwargs)
         else:

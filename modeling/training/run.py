@@ -79,9 +79,11 @@ class CollapseError(RuntimeError):
 
 
 def _main_process_first():
+    """Rank 0 fills the cache while the other torchrun ranks wait, then they read it (no double encoding)."""
     from accelerate import PartialState
 
-    return PartialState().main_process_first()
+    # cpu=True where there is no GPU: without it accelerate does not see a multi-process CPU (gloo) run at all.
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
 def _is_main() -> bool:
@@ -142,8 +144,16 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
     twin = cached_twin(model, cache)
     if card_hook is not None:
         card_hook(model, None)  # install the card data before the trainer's card callback reads it
+    # The card's widget examples would run the full model (encoder included) on training texts: skip them.
+    model.model_card_data.generate_widget_examples = False
 
     dataset = training_dataset(data, settings, twin)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if len(dataset) < settings.batch_size * world_size:
+        raise ValueError(
+            f"Only {len(dataset)} training rows for a batch of {settings.batch_size} x {world_size} process(es): "
+            f"not one full batch. Lower --batch-size to at most {max(2, len(dataset) // world_size)}."
+        )
     evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
     guard_pairs = probe_pairs(data.dev_queries, data.dev_corpus, data.dev_relevant, seed=settings.seed)
     start_state = head_state(head)
@@ -170,7 +180,8 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         results.append(result)
         states[learning_rate] = head_state(head)
         if _is_main():
-            print(f"learning rate {learning_rate:g}: best dev nDCG@10 {result.best_dev:.4f} at epoch {result.best_epoch}; guard {result.guard}", flush=True)
+            epoch = "-" if result.best_epoch is None else f"{result.best_epoch:.0f}"
+            print(f"learning rate {learning_rate:g}: best dev nDCG@10 {result.best_dev:.4f} at epoch {epoch}; guard {result.guard}", flush=True)
 
     usable = [r for r in results if not r.stopped and not math.isnan(r.best_dev)]
     if not usable:

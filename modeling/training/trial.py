@@ -28,7 +28,6 @@ from sentence_transformers.sentence_transformer.training_args import (
     BatchSamplers,
     SentenceTransformerTrainingArguments,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
 from modeling.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
@@ -120,6 +119,15 @@ def router_mapping(dataset: Dataset, placement: str) -> dict[str, str]:
     return {column: ("query" if index == 0 else "document") for index, column in enumerate(columns)}
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was fully written (a kill -9 can leave the newest one half-written)."""
+    candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for candidate in candidates:
+        if (candidate / "trainer_state.json").is_file() and any(candidate.glob("*.safetensors")):
+            return str(candidate)
+    return None
+
+
 def head_state(head: ProjectionHead) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone().contiguous() for key, value in head.state_dict().items()}
 
@@ -178,6 +186,10 @@ def run_trial(
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(),
+        # The loss runs the model twice per step (queries, then documents); DDP's unused-parameter search would
+        # see the head's parameters "ready twice". Every head parameter gets a gradient from the query pass.
+        ddp_find_unused_parameters=False,  # also what makes torchrun on CPU a real gloo multi-process run
     )
     trainer = SentenceTransformerTrainer(
         model=twin,
@@ -187,7 +199,7 @@ def run_trial(
         evaluator=evaluator,
         callbacks=[guard],
     )
-    checkpoint = get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [(entry["epoch"], entry[DEV_METRIC]) for entry in trainer.state.log_history if DEV_METRIC in entry]
     verdict: GuardVerdict = guard.verdict

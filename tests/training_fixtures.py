@@ -1,0 +1,53 @@
+"""Small training inputs written by the tests themselves."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from tests.tiny_encoder import tiny_encoder
+
+COLOURS = ["red", "blue", "green", "black", "white"]
+THINGS = ["shoe", "boot", "lamp", "desk", "chair", "mug", "bottle", "bag", "cable", "phone"]
+MATERIALS = ["leather", "wooden", "metal", "cotton", "wool"]
+
+
+def pair_rows(count: int = 120, seed: int = 0) -> list[dict]:
+    """(query, positive) rows whose positive shares the query's words, so even a tiny encoder can learn them."""
+    rng = random.Random(seed)
+    rows, seen = [], set()
+    while len(rows) < count:
+        colour, thing, material = rng.choice(COLOURS), rng.choice(THINGS), rng.choice(MATERIALS)
+        query = f"{colour} {thing} {rng.randint(0, 99)}"
+        if query in seen:
+            continue
+        seen.add(query)
+        rows.append({"query": query, "positive": f"a {material} {thing} in {colour} {query.split()[-1]}"})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def write_beir(folder: Path, rows: list[dict], dev_share: float = 0.2) -> Path:
+    """A BEIR folder from (query, positive) rows: train and dev qrels split by query."""
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    docs = {row["positive"]: f"d{i}" for i, row in enumerate(rows)}
+    write_jsonl(folder / "corpus.jsonl", [{"_id": i, "title": "", "text": t} for t, i in docs.items()])
+    write_jsonl(folder / "queries.jsonl", [{"_id": f"q{i}", "text": row["query"]} for i, row in enumerate(rows)])
+    cut = int(len(rows) * (1 - dev_share))
+    for split, part in (("train", range(cut)), ("dev", range(cut, len(rows)))):
+        lines = ["query-id\tcorpus-id\tscore"] + [f"q{i}\t{docs[rows[i]['positive']]}\t1" for i in part]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def save_tiny_encoder(folder: Path) -> Path:
+    """The tiny random encoder saved as a sentence-transformers folder, to pass as ``--encoder``."""
+    model = tiny_encoder(folder.parent / f"{folder.name}-bert")
+    model.save_pretrained(str(folder))
+    return folder
