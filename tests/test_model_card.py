@@ -289,3 +289,32 @@ def test_demo_run_card_matches_its_evaluation_json():
             value = results["systems"]["trained"]["all"].get(metric)
             if value is not None:
                 assert float(main[label][0]) == pytest.approx(value, abs=5e-5), (model_dir, metric)
+
+
+def test_train_then_evaluate_card_matches_the_evaluation_json(tmp_path):
+    """train.py (with the card hook) then ``evaluate.py --card`` on tiny data: the card's numbers are the JSON's."""
+    import evaluate
+    import train
+    from tests.training_fixtures import pair_rows, save_tiny_encoder, write_beir
+
+    data = write_beir(tmp_path / "beir", pair_rows(60))
+    encoder = save_tiny_encoder(tmp_path / "tiny")
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--quiet", "--cache-dir", str(cache)]
+    assert train.main(["--encoder", str(encoder), "--data", str(data), "--output-dir", str(run), "--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "3e-3", *common]) == 0
+    summary = json.loads((run / "training_summary.json").read_text())
+    text = (run / "README.md").read_text()
+    assert f"- **Collapse guard:** {summary['guard']}" in text
+    assert table(text, "Metric")["ndcg@10"][0] == f"{summary['trained_dev']['ndcg@10']:.4f}"
+    trials = table(text, "Learning rate")
+    assert {float(rate) for rate in trials} == {1e-3, 3e-3}
+    assert "| Learning rates tried | 0.001, 0.003 |" in text
+
+    argv = ["--model", str(run), "--data", str(data), "--split", "dev", "--dev-split", "none", "--train-split", "train"]
+    assert evaluate.main([*argv, "--trust-remote-code", "--card", "--resamples", "200", *common]) == 0
+    results = json.loads(next((run / "evaluation").glob("*.json")).read_text())
+    main = table(section((run / "README.md").read_text()), "Metric")
+    for system, column in (("trained", 0), ("base", 1), ("bm25", 3)):
+        assert float(main["nDCG@10"][column]) == pytest.approx(results["systems"][system]["all"]["nDCG@10"], abs=5e-5)
+    plots = [Path(p).name for p in results["plots"]]
+    assert plots and all(f"](evaluation/{name})" in (run / "README.md").read_text() for name in plots)

@@ -1,0 +1,294 @@
+"""Write the evaluation (trained vs bare encoder vs BM25) into a saved model's card.
+
+``evaluate.py --card`` calls ``add_evaluation`` after training, when the numbers exist: it rewrites
+only the block between the card's evaluation markers and the matching ``model-index`` entries, so
+running it again replaces the previous evaluation instead of appending a second one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard
+
+from model_card.card_data import EVALUATION_END, EVALUATION_START
+
+SYSTEMS = {"trained": "This model", "base": "Base encoder", "bm25": "BM25", "hybrid": "Hybrid"}
+SHORT = {"base": "base", "bm25": "BM25", "hybrid": "hybrid"}
+METRICS = {
+    "ndcg@10": "nDCG@10",
+    "mrr@10": "MRR@10",
+    "recall@10": "Recall@10",
+    "recall@100": "Recall@100",
+    "map@100": "MAP@100",
+    "ndcg@100": "nDCG@100",
+    "recall@1000": "Recall@1000",
+}
+SLICES = {
+    "all": "All queries",
+    "seen": "Seen: a relevant document was a training positive",
+    "unseen": "Unseen: no relevant document was seen in training",
+}
+MAIN_METRIC = "ndcg@10"
+ALPHA = 0.05
+TASK_TYPE, TASK_NAME = "information-retrieval", "Information Retrieval"
+PLOTS_DIR = "evaluation"
+_INSERT_BEFORE = ("## Limitations", "## Bias, Risks and Limitations", "## Training Details")
+
+
+def add_evaluation(model_dir: str | Path, results: dict[str, Any], plots: Iterable[str | Path] = ()) -> Path:
+    """Put ``results`` (see ``render_section``) and ``plots`` into ``<model_dir>/README.md``; returns its path.
+
+    Plots are copied into ``<model_dir>/evaluation/`` unless already there. The card's YAML
+    ``model-index`` gets this model's scores on all queries, replacing earlier ones for the same
+    dataset and split. Idempotent: the same call twice leaves the same README.
+    """
+    model_dir = Path(model_dir)
+    readme = model_dir / "README.md"
+    if not readme.is_file():
+        raise FileNotFoundError(f"{readme} does not exist: save the model (which writes its card) before adding the evaluation.")
+    trained = _slices((results.get("systems") or {}).get("trained"))
+    if not trained.get("all"):
+        raise ValueError("results['systems']['trained']['all'] is missing: there is no score of this model to report.")
+    plot_paths = copy_plots(model_dir, plots)
+    card = ModelCard.load(readme)
+    card.text = replace_section(card.text, render_section(results, plot_paths))
+    update_model_index(card, results, fallback_name=_title(card.text) or model_dir.name)
+    card.save(readme)
+    return readme
+
+
+def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> str:
+    """The markdown between the markers.
+
+    ``results``: ``{"dataset", "split", "systems": {system: {slice: {metric: value, "num_queries": n}}},
+    "p_values": {system: {slice: p}}}``; optional ``"p_value_test"`` (how p was computed) and
+    ``"p_value_metric"`` (default nDCG@10). Missing systems, slices and metrics are left out; unknown keys are ignored.
+    """
+    systems = {name: _slices(value) for name, value in (results.get("systems") or {}).items() if name in SYSTEMS}
+    p_values = results.get("p_values") or {}
+    others = [name for name in SYSTEMS if name != "trained" and systems.get(name, {}).get("all")]
+    dataset, split = results.get("dataset", "unknown dataset"), results.get("split", "test")
+    trained_all = systems["trained"]["all"]
+    metrics = [m for m in METRICS if _number(trained_all.get(m)) is not None]
+    p_metric = METRICS.get(results.get("p_value_metric", MAIN_METRIC), results.get("p_value_metric", MAIN_METRIC))
+    test = results.get("p_value_test", "paired test over queries")
+    n = trained_all.get("num_queries")
+
+    lines = [
+        "## Evaluation",
+        "",
+        f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}), "
+        f"this model against {_join([_describe(name, results) for name in others]) or 'nothing else'}. "
+        f"Δ = this model − the other system; p: {test} on per-query {p_metric} (below {ALPHA}: unlikely to be chance).",
+        "",
+    ]
+    header = ["Metric", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}")]
+    lines += _table_header(header)
+    for metric in metrics:
+        mine = _number(trained_all.get(metric))
+        row = [METRICS[metric], f"**{_fmt(mine)}**"]
+        for name in others:
+            theirs = _number(systems[name]["all"].get(metric))
+            row += [_fmt(theirs), _delta(mine, theirs)]
+        lines.append(_row(row))
+    lines.append(_row([f"p ({p_metric})", ""] + [col for name in others for col in ("", _p(p_values, name, "all"))]))
+
+    sliced = [s for s in ("seen", "unseen") if _number((systems["trained"].get(s) or {}).get(MAIN_METRIC)) is not None]
+    empty = [s for s in ("seen", "unseen") if s in systems["trained"] and s not in sliced]
+    if sliced:
+        lines += ["", "### Seen vs unseen documents", ""]
+        lines.append(
+            f"Queries split by whether one of their relevant documents was a positive in the training pairs. {METRICS[MAIN_METRIC]} per slice:"
+        )
+        lines.append("")
+        header = ["Queries", "n", SYSTEMS["trained"]] + [
+            col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}", "p")
+        ]
+        lines += _table_header(header)
+        for slice_name in ["all", *sliced]:
+            mine_slice = systems["trained"].get(slice_name) or {}
+            mine = _number(mine_slice.get(MAIN_METRIC))
+            count = mine_slice.get("num_queries")
+            row = [SLICES[slice_name], f"{count:,}" if isinstance(count, int) else "", f"**{_fmt(mine)}**"]
+            for name in others:
+                theirs = _number((systems[name].get(slice_name) or {}).get(MAIN_METRIC))
+                row += [_fmt(theirs), _delta(mine, theirs), _p(p_values, name, slice_name)]
+            lines.append(_row(row))
+        if empty:
+            lines += ["", f"No query falls in the {_join(empty)} slice."]
+
+    reading = _reading(systems, p_values)
+    if reading:
+        lines += ["", "**Reading the numbers**", ""] + [f"- {sentence}" for sentence in reading]
+    plot_paths = list(plot_paths)
+    if plot_paths:
+        lines += ["", "### Plots", ""]
+        for path in plot_paths:
+            lines += [f"![{Path(path).stem.replace('_', ' ').replace('-', ' ')}]({path})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` with the block between the evaluation markers replaced (inserted if the card has none)."""
+    block = f"{EVALUATION_START}\n{section.rstrip()}\n{EVALUATION_END}"
+    start, end = text.find(EVALUATION_START), text.find(EVALUATION_END)
+    if start != -1 and end > start:
+        return text[:start] + block + text[end + len(EVALUATION_END) :]
+    for heading in _INSERT_BEFORE:
+        at = text.find(f"\n{heading}\n")
+        if at != -1:
+            return text[: at + 1] + block + "\n\n" + text[at + 1 :]
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def update_model_index(card: ModelCard, results: dict[str, Any], fallback_name: str) -> None:
+    """Replace this dataset/split's information-retrieval entries in the card's ``model-index``."""
+    dataset, split = str(results.get("dataset", "unknown")), str(results.get("split", "test"))
+    trained_all = _slices((results.get("systems") or {}).get("trained")).get("all") or {}
+    kept = [
+        result
+        for result in (card.data.eval_results or [])
+        if not (result.task_type == TASK_TYPE and result.dataset_type == dataset and result.dataset_split == split)
+    ]
+    new = [
+        EvalResult(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=dataset,
+            dataset_name=dataset,
+            dataset_split=split,
+            metric_type=metric,
+            metric_name=label,
+            metric_value=round(value, 6),
+        )
+        for metric, label in METRICS.items()
+        if (value := _number(trained_all.get(metric))) is not None
+    ]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or fallback_name
+
+
+def copy_plots(model_dir: Path, plots: Iterable[str | Path]) -> list[str]:
+    """Copy plots into ``<model_dir>/evaluation/``; return their paths relative to the model folder."""
+    target = model_dir / PLOTS_DIR
+    relative = []
+    for plot in plots:
+        plot = Path(plot)
+        if not plot.is_file():
+            raise FileNotFoundError(f"Plot {plot} does not exist.")
+        destination = target / plot.name
+        if plot.resolve() != destination.resolve():
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(plot, destination)
+        relative.append(f"{PLOTS_DIR}/{plot.name}")
+    return relative
+
+
+def _reading(systems: dict[str, dict], p_values: dict) -> list[str]:
+    """Sentences that say what the tables mean, each computed from them; no claim beyond what the numbers and p support."""
+    sentences = []
+    base, mine, label = systems.get("base", {}), systems["trained"], METRICS[MAIN_METRIC]
+    overall = _diff(mine.get("all"), base.get("all"))
+    if overall is not None:
+        sentences.append(
+            f"All queries: {label} {overall:+.4f} against the base encoder ({_p_phrase(p_values, 'base', 'all')}), "
+            f"{_verdict(overall, p_values, 'base', 'all')}."
+        )
+    seen, unseen = _diff(mine.get("seen"), base.get("seen")), _diff(mine.get("unseen"), base.get("unseen"))
+    if seen is not None and unseen is not None:
+        sentence = (
+            f"Against the base encoder, queries with documents seen in training gain {seen:+.4f}; queries with unseen "
+            f"documents {unseen:+.4f} ({_p_phrase(p_values, 'base', 'unseen')}), {_verdict(unseen, p_values, 'base', 'unseen')}."
+        )
+        if seen > 0 and seen >= 2 * max(unseen, 0):
+            sentence += " Most of the gain is on documents seen in training: for a corpus of new documents, expect the unseen figure."
+        sentences.append(sentence)
+    for name in ("bm25", "hybrid"):
+        versus = _diff(mine.get("all"), systems.get(name, {}).get("all"))
+        if versus is not None:
+            sentences.append(
+                f"All queries: {label} {versus:+.4f} against {'BM25' if name == 'bm25' else 'the hybrid'} "
+                f"({_p_phrase(p_values, name, 'all')}), {_verdict(versus, p_values, name, 'all')}."
+            )
+    return sentences
+
+
+def _verdict(delta: float, p_values: dict, system: str, slice_name: str) -> str:
+    p = _number((p_values.get(system) or {}).get(slice_name))
+    if p is None:
+        return "better (no significance test)" if delta > 0 else "not better"
+    if p >= ALPHA:
+        return f"no significant difference at {ALPHA}"
+    return "significantly better" if delta > 0 else "significantly worse"
+
+
+def _describe(name: str, results: dict[str, Any]) -> str:
+    """How the intro names a system; ``results["encoder"]`` / ``results["hybrid_description"]`` refine it if given."""
+    if name == "base":
+        return f"the bare base encoder ({results['encoder']})" if results.get("encoder") else "the bare base encoder"
+    if name == "hybrid":
+        return f"a hybrid ({results['hybrid_description']})" if results.get("hybrid_description") else "the hybrid system"
+    return SYSTEMS[name]
+
+
+def _slices(system: Any) -> dict[str, dict]:
+    """``{slice: metrics}``; a flat metrics dict counts as the ``all`` slice."""
+    if not isinstance(system, dict):
+        return {}
+    if any(isinstance(value, dict) for value in system.values()):
+        return {key: value for key, value in system.items() if isinstance(value, dict)}
+    return {"all": system}
+
+
+def _number(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _diff(mine: dict | None, theirs: dict | None) -> float | None:
+    a, b = _number((mine or {}).get(MAIN_METRIC)), _number((theirs or {}).get(MAIN_METRIC))
+    return None if a is None or b is None else a - b
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _delta(mine: float | None, theirs: float | None) -> str:
+    return "–" if mine is None or theirs is None else f"{mine - theirs:+.4f}"
+
+
+def _p(p_values: dict, system: str, slice_name: str) -> str:
+    value = _number((p_values.get(system) or {}).get(slice_name))
+    if value is None:
+        return ""
+    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+
+
+def _p_phrase(p_values: dict, system: str, slice_name: str) -> str:
+    value = _p(p_values, system, slice_name)
+    return "no p-value" if not value else f"p {value}" if value.startswith("<") else f"p = {value}"
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
+def _table_header(columns: list[str]) -> list[str]:
+    return [_row(columns), _row([":--"] + ["--:"] * (len(columns) - 1))]
+
+
+def _row(cells: list[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _title(text: str) -> str | None:
+    return next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), None)
