@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--batch-size", type=int, default=64, help="per-process batch size (default 64)")
     training.add_argument("--weight-decay", type=float, default=0.0, help="decay of the head's change: pulls it back toward its identity start (default 0)")
     training.add_argument("--scale", type=float, default=20.0, help="mnrl similarity scale, 1/temperature (default 20)")
+    training.add_argument("--no-interpolate", action="store_true", help="keep the trained head as is instead of the dev-best interpolation between it and the identity (0.25/0.5/0.75/1)")
     training.add_argument("--seed", type=int, default=0)
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", help="where the model goes (default: runs/<data>-<kind>-<placement>)")
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         cache_dir=args.cache_dir,
         resume=args.resume,
+        interpolate=not args.no_interpolate,
         show_progress=not args.quiet,
     )
     print(f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)")
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results_table(summary))
     chosen = "kept the identity (no trial beat the bare encoder on dev)" if summary.kept_identity else (
-        f"learning rate {summary.chosen_learning_rate:g}, epoch {summary.chosen_epoch}"
+        f"learning rate {summary.chosen_learning_rate:g}, epoch {summary.chosen_epoch:.0f}, "
+        f"interpolation {summary.interpolation:g} of the way from the identity to the trained head"
     )
     print(f"\nchosen on dev: {chosen}; collapse guard: {summary.guard}")
     print(f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s")

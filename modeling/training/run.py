@@ -31,6 +31,9 @@ from modeling.training.trial import (
 )
 
 DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+# Weight-space interpolation between the start (identity) and the trained head, picked on dev (WiSE-FT,
+# Wortsman et al. 2022): a cheap pull toward the encoder that protects queries unlike the training ones.
+INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class TrainSettings:
     cache_dir: str | None = None
     resume: bool = False
     show_progress: bool = True
+    interpolate: bool = True
 
 
 @dataclass
@@ -71,6 +75,7 @@ class TrainSummary:
     trials: list[dict] = field(default_factory=list)
     guard: str = ""
     kept_identity: bool = False
+    interpolation: float = 1.0
     seconds: float = 0.0
 
 
@@ -119,6 +124,22 @@ def dev_metrics(evaluator, twin) -> dict[str, float]:
     scores = evaluator(twin)
     prefix = f"{evaluator.name}_cosine_"
     return {key[len(prefix) :]: float(value) for key, value in scores.items() if key.startswith(prefix)}
+
+
+def interpolate(start: dict, end: dict, t: float) -> dict:
+    return {key: start[key] + t * (end[key] - start[key]) if end[key].is_floating_point() else end[key] for key in end}
+
+
+def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
+    """The interpolation weight with the best dev nDCG@10 (ties go to the larger weight)."""
+    scores = {}
+    for t in INTERPOLATIONS:
+        head.load_state_dict(interpolate(start, end, t))
+        scores[t] = dev_metrics(evaluator, twin)["ndcg@10"]
+    best = max(INTERPOLATIONS, key=lambda t: (round(scores[t], 6), t))
+    if _is_main():
+        print("dev nDCG@10 by interpolation toward the trained head: " + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items()))
+    return best, scores[best]
 
 
 def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainSummary:
@@ -188,8 +209,11 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         reasons = "\n".join(f"- lr {r.learning_rate:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
     best = max(usable, key=lambda r: r.best_dev)
-    kept_identity = head.init == "identity" and best.best_dev <= base_dev["ndcg@10"]
-    head.load_state_dict(start_state if kept_identity else states[best.learning_rate])
+    interpolation, best_dev = 1.0, best.best_dev
+    if settings.interpolate and head.init == "identity":
+        interpolation, best_dev = choose_interpolation(head, start_state, states[best.learning_rate], evaluator, twin)
+    kept_identity = head.init == "identity" and best_dev <= base_dev["ndcg@10"]
+    head.load_state_dict(start_state if kept_identity else interpolate(start_state, states[best.learning_rate], interpolation))
     trained_dev = dev_metrics(evaluator, twin)
 
     summary = TrainSummary(
@@ -208,6 +232,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         trials=[asdict(r) for r in results],
         guard=best.guard,
         kept_identity=kept_identity,
+        interpolation=0.0 if kept_identity else interpolation,
         seconds=time.time() - started,
     )
     if _is_main():

@@ -143,6 +143,7 @@ def run_trial(
     directory: Path,
     resume: bool = False,
     show_progress: bool = True,
+    use_guard: bool = True,
 ) -> TrialResult:
     """Train the head from its current state with one learning rate; leaves the best epoch's weights in ``head``.
 
@@ -197,7 +198,7 @@ def run_trial(
         train_dataset=dataset,
         loss=loss,
         evaluator=evaluator,
-        callbacks=[guard],
+        callbacks=[guard] if use_guard else [],
     )
     checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
