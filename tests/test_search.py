@@ -65,3 +65,18 @@ def test_faiss_flat_equals_exact(score):
     expected_scores, expected_indices = exact_search(queries, documents, 20, score)
     assert torch.equal(indices, expected_indices)
     torch.testing.assert_close(scores, expected_scores, rtol=0, atol=1e-4)
+
+
+def test_on_disk_npy_matrix_equals_in_memory(tmp_path):
+    from modeling.evaluation.npy_matrix import NpyMatrix, write_npy_blocks
+
+    queries, documents = data()
+    path = write_npy_blocks(tmp_path / "docs.npy", (documents[s : s + 100].numpy() for s in range(0, 523, 100)), 523, 16)
+    assert np.array_equal(np.load(path), documents.numpy())  # a standard .npy file
+    matrix = NpyMatrix(path)
+    assert len(matrix) == 523 and np.array_equal(matrix[500:600], documents[500:].numpy())
+    scores, indices = exact_search(queries, matrix, 20, "cosine", doc_chunk=64)
+    expected = full_search(queries, documents, 20, "cosine")
+    assert torch.equal(indices, expected.indices)
+    with pytest.raises(ValueError, match="expected 523"):
+        write_npy_blocks(tmp_path / "short.npy", [documents[:10].numpy()], 523, 16)

@@ -53,8 +53,8 @@ class EvaluationConfig:
     bm25: BM25Settings = field(default_factory=BM25Settings)
     search: str = "exact"  # exact | faiss
     faiss_index: str = "Flat"
-    query_chunk: int = 1024
-    doc_chunk: int = 32768
+    query_chunk: int = 512
+    doc_chunk: int = 16384
     batch_size: int = 64
     trust_remote_code: bool = False
     cache_dir: str | None = None

@@ -43,8 +43,8 @@ def exact_search(
     documents: Any,
     k: int,
     score: str = "cosine",
-    query_chunk: int = 1024,
-    doc_chunk: int = 32768,
+    query_chunk: int = 512,
+    doc_chunk: int = 16384,
     progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """The exact top ``k`` documents of every query.
@@ -54,7 +54,7 @@ def exact_search(
         documents: ``(D, d)`` document embeddings: a tensor, a numpy array or a ``np.memmap`` (read one block at a time).
         k: Hits per query (capped at ``D``).
         score: ``cosine``, ``dot`` or ``euclidean`` (the model's ``similarity_fn_name``).
-        query_chunk, doc_chunk: Block sizes; peak extra memory is about ``query_chunk * doc_chunk * 4`` bytes.
+        query_chunk, doc_chunk: Block sizes; working memory grows with ``query_chunk * doc_chunk`` (scores plus topk buffers: about 0.1 GB at the defaults).
 
     Returns:
         ``(scores, indices)``, both ``(Q, min(k, D))``, best first.
