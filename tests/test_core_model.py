@@ -172,3 +172,22 @@ def test_frozen_encoder_is_deterministic_in_train_mode(tiny):
     first = tiny(dict(features))["sentence_embedding"]
     second = tiny(dict(tiny.preprocess(TEXTS)))["sentence_embedding"]
     assert torch.equal(first, second)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_real_minilm_round_trip_without_package(tmp_path, placement):
+    """The default encoder (offline all-MiniLM-L6-v2): step 0 is the encoder; a trained-looking head reloads exactly."""
+    from modeling import load_encoder
+
+    encoder = load_encoder()
+    base = embeddings(encoder)
+    model = build_model(encoder, placement=placement)
+    assert model.model_card_data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    step0 = embeddings(model)
+    for side in ("query", "document"):
+        assert torch.allclose(step0[side], base[side], atol=1e-6), side
+    perturb(model)
+    expected = embeddings(model)
+    folder = save_model(model, tmp_path / "model")
+    assert_same(expected, load_in_subprocess(str(folder), TEXTS, hide_package=True))

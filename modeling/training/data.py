@@ -36,6 +36,7 @@ class TrainingData:
         negatives: query -> known negatives (given as columns or label 0); may be empty.
         labelled: (query, document, label) rows when the source was labelled pairs, else empty.
         dev_queries, dev_corpus, dev_relevant: the dev retrieval task used for model selection.
+        dev_unseen: dev query ids held out by document (their relevant documents are no training positive).
         corpus: every known document text (for mining negatives).
         source_columns: the columns the source had (for the card).
     """
@@ -49,6 +50,7 @@ class TrainingData:
     dev_relevant: dict[str, set[str]] = field(default_factory=dict)
     corpus: list[str] = field(default_factory=list)
     source_columns: list[str] = field(default_factory=list)
+    dev_unseen: set[str] = field(default_factory=set)
 
     @property
     def num_pairs(self) -> int:
@@ -183,7 +185,14 @@ def _from_table(table: Dataset, name: str, dev_fraction: float, seed: int) -> Tr
 
 
 def _carve_dev(data: TrainingData, fraction: float, seed: int, doc_ids: dict[str, str]) -> None:
-    """Move a seeded share of the queries (with all their pairs) to a dev retrieval task."""
+    """Move a seeded share of the queries (with all their pairs) to a dev retrieval task.
+
+    Half of the share is held out by *document*: a sample of positive documents leaves training together with
+    every query that has one of them, so those dev queries look for documents training never saw. The other half
+    is held out by query. Picking the learning rate, epoch and interpolation on this mix rewards a head that
+    helps on new documents too, not only one that memorises the training positives.
+    """
+    rng = random.Random(seed)
     queries = sorted(data.pairs)
     count = max(MIN_DEV_QUERIES, round(fraction * len(queries)))
     if len(queries) < 2 * count:
@@ -191,12 +200,24 @@ def _carve_dev(data: TrainingData, fraction: float, seed: int, doc_ids: dict[str
             f"Only {len(queries)} distinct training queries: too few to hold out {count} for the dev split that picks "
             "the learning rate and epoch. Provide more pairs or a BEIR folder with qrels/dev.tsv."
         )
-    dev = random.Random(seed).sample(queries, count)
+    documents = sorted({doc for docs in data.pairs.values() for doc in docs})
+    held_documents: set[str] = set()
+    unseen: list[str] = []
+    for doc in rng.sample(documents, len(documents)):
+        if len(unseen) >= count // 2:
+            break
+        held_documents.add(doc)
+        unseen = [query for query in queries if held_documents & set(data.pairs[query])]
+    remaining = [query for query in queries if query not in set(unseen)]
+    dev = unseen + rng.sample(remaining, max(0, count - len(unseen)))
+    data.dev_unseen = set()
     for number, query in enumerate(sorted(dev)):
         qid = f"dev-{number}"
         data.dev_queries[qid] = query
         data.dev_relevant[qid] = {doc_ids[doc] for doc in data.pairs.pop(query)}
         data.negatives.pop(query, None)
+        if query in unseen:
+            data.dev_unseen.add(qid)
     data.labelled = [row for row in data.labelled if row[0] in data.pairs]
     data.dev_corpus = {doc_ids[text]: text for text in data.corpus}
 
