@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--weight-decay", type=float, default=0.0, help="decay of the head's change: pulls it back toward its identity start (default 0)")
     training.add_argument("--scale", type=float, default=20.0, help="mnrl similarity scale, 1/temperature (default 20)")
     training.add_argument("--no-interpolate", action="store_true", help="keep the trained head as is instead of the dev-best interpolation between it and the identity (0.25/0.5/0.75/1)")
+    training.add_argument("--no-refit", action="store_true", help="when the dev split was carved from the training data, do not retrain on all of it with the chosen settings")
     training.add_argument("--seed", type=int, default=0)
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", help="where the model goes (default: runs/<data>-<kind>-<placement>)")
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         cache_dir=args.cache_dir,
         resume=args.resume,
         interpolate=not args.no_interpolate,
+        refit=not args.no_refit,
         show_progress=not args.quiet,
     )
     print(f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)")
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         f"learning rate {summary.chosen_learning_rate:g}, epoch {summary.chosen_epoch:.0f}, "
         f"interpolation {summary.interpolation:g} of the way from the identity to the trained head"
     )
-    print(f"\nchosen on dev: {chosen}; collapse guard: {summary.guard}")
+    refit = "; then retrained on train + dev with these settings" if summary.refit_on_dev else ""
+    print(f"\nchosen on dev: {chosen}{refit}; collapse guard: {summary.guard}")
     print(f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s")
     print(f"model saved to {output_dir.resolve()}")
     print(f"load it with SentenceTransformer({str(output_dir)!r}, trust_remote_code=True)")

@@ -51,10 +51,30 @@ class TrainingData:
     corpus: list[str] = field(default_factory=list)
     source_columns: list[str] = field(default_factory=list)
     dev_unseen: set[str] = field(default_factory=set)
+    dev_carved: bool = False
+    held_out: dict = field(default_factory=dict)  # what carving the dev split took out of training
 
     @property
     def num_pairs(self) -> int:
         return sum(len(docs) for docs in self.pairs.values())
+
+    def with_dev_merged(self) -> TrainingData:
+        """All the training data again (train + the carved dev), for the final refit with chosen settings."""
+        if not self.dev_carved:
+            return self
+        pairs = {**self.pairs, **self.held_out["pairs"]}
+        negatives = {**self.negatives, **{q: n for q, n in self.held_out["negatives"].items() if n}}
+        return TrainingData(
+            name=self.name,
+            pairs=pairs,
+            negatives=negatives,
+            labelled=self.labelled + self.held_out["labelled"],
+            dev_queries=self.dev_queries,
+            dev_corpus=self.dev_corpus,
+            dev_relevant=self.dev_relevant,
+            corpus=self.corpus,
+            source_columns=self.source_columns,
+        )
 
     def all_texts(self) -> tuple[list[str], list[str]]:
         """(query texts, document texts) that training and dev evaluation will ever look up."""
@@ -210,14 +230,21 @@ def _carve_dev(data: TrainingData, fraction: float, seed: int, doc_ids: dict[str
         unseen = [query for query in queries if held_documents & set(data.pairs[query])]
     remaining = [query for query in queries if query not in set(unseen)]
     dev = unseen + rng.sample(remaining, max(0, count - len(unseen)))
-    data.dev_unseen = set()
+    data.dev_unseen, data.dev_carved = set(), True
+    held_pairs, held_negatives = {}, {}
     for number, query in enumerate(sorted(dev)):
         qid = f"dev-{number}"
         data.dev_queries[qid] = query
-        data.dev_relevant[qid] = {doc_ids[doc] for doc in data.pairs.pop(query)}
-        data.negatives.pop(query, None)
+        held_pairs[query] = data.pairs.pop(query)
+        data.dev_relevant[qid] = {doc_ids[doc] for doc in held_pairs[query]}
+        held_negatives[query] = data.negatives.pop(query, [])
         if query in unseen:
             data.dev_unseen.add(qid)
+    data.held_out = {
+        "pairs": held_pairs,
+        "negatives": held_negatives,
+        "labelled": [row for row in data.labelled if row[0] not in data.pairs],
+    }
     data.labelled = [row for row in data.labelled if row[0] in data.pairs]
     data.dev_corpus = {doc_ids[text]: text for text in data.corpus}
 

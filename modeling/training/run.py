@@ -34,6 +34,7 @@ DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 # Weight-space interpolation between the start (identity) and the trained head, picked on dev (WiSE-FT,
 # Wortsman et al. 2022): a cheap pull toward the encoder that protects queries unlike the training ones.
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
+DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainSettings:
     resume: bool = False
     show_progress: bool = True
     interpolate: bool = True
+    refit: bool = True
 
 
 @dataclass
@@ -76,6 +78,7 @@ class TrainSummary:
     guard: str = ""
     kept_identity: bool = False
     interpolation: float = 1.0
+    refit_on_dev: bool = False
     seconds: float = 0.0
 
 
@@ -131,12 +134,13 @@ def interpolate(start: dict, end: dict, t: float) -> dict:
 
 
 def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
-    """The interpolation weight with the best dev nDCG@10 (ties go to the larger weight)."""
+    """The largest interpolation weight whose dev nDCG@10 is within ``DEV_NOISE`` of the best."""
     scores = {}
     for t in INTERPOLATIONS:
         head.load_state_dict(interpolate(start, end, t))
         scores[t] = dev_metrics(evaluator, twin)["ndcg@10"]
-    best = max(INTERPOLATIONS, key=lambda t: (round(scores[t], 6), t))
+    top = max(scores.values())
+    best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
     if _is_main():
         print("dev nDCG@10 by interpolation toward the trained head: " + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items()))
     return best, scores[best]
@@ -214,7 +218,27 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         interpolation, best_dev = choose_interpolation(head, start_state, states[best.learning_rate], evaluator, twin)
     kept_identity = head.init == "identity" and best_dev <= base_dev["ndcg@10"]
     head.load_state_dict(start_state if kept_identity else interpolate(start_state, states[best.learning_rate], interpolation))
-    trained_dev = dev_metrics(evaluator, twin)
+    trained_dev = dev_metrics(evaluator, twin)  # the selected model, before any refit: an honest dev figure
+    refit = settings.refit and data.dev_carved and not kept_identity and best.best_epoch is not None
+    if refit:
+        # The dev queries were carved from the training data: train once more on all of it with the chosen
+        # learning rate, for the chosen number of epochs of the same schedule, then apply the chosen interpolation.
+        head.load_state_dict(start_state)
+        config = TrialConfig(
+            learning_rate=best.learning_rate, epochs=settings.epochs, batch_size=settings.batch_size,
+            weight_decay=settings.weight_decay, loss=settings.loss, scale=settings.scale, seed=settings.seed,
+            init=head.init, stop_after_epoch=math.ceil(best.best_epoch),
+        )  # fmt: skip
+        full = training_dataset(data.with_dev_merged(), settings, twin)
+        result = run_trial(
+            twin, head, full, evaluator, guard_pairs, config, settings.placement,
+            Path(settings.output_dir) / "trials" / "refit", settings.resume, settings.show_progress,
+        )  # fmt: skip
+        if result.stopped:
+            raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
+        head.load_state_dict(interpolate(start_state, head_state(head), interpolation))
+        if _is_main():
+            print(f"refit on train + dev for {config.stop_after_epoch} epochs at learning rate {best.learning_rate:g}")
 
     summary = TrainSummary(
         output_dir=str(settings.output_dir),
@@ -233,6 +257,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         guard=best.guard,
         kept_identity=kept_identity,
         interpolation=0.0 if kept_identity else interpolation,
+        refit_on_dev=refit,
         seconds=time.time() - started,
     )
     if _is_main():

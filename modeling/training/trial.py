@@ -29,6 +29,8 @@ from sentence_transformers.sentence_transformer.training_args import (
     SentenceTransformerTrainingArguments,
 )
 
+from transformers import TrainerCallback
+
 from modeling.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
 
@@ -48,6 +50,7 @@ class TrialConfig:
     scale: float = 20.0
     seed: int = 0
     init: str = "identity"
+    stop_after_epoch: int | None = None  # refit: no dev selection, stop after this many epochs of the same schedule
 
 
 @dataclass
@@ -60,6 +63,19 @@ class TrialResult:
     stopped: bool = False
     train_loss: float | None = None
     steps: int = 0
+
+
+class StopAfterEpoch(TrainerCallback):
+    """Ends training after ``epoch`` epochs while keeping the learning-rate schedule of the full run."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if state.epoch is not None and state.epoch >= self.epoch - 1e-6:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
 
 
 def make_loss(name: str, model: SentenceTransformer, scale: float = 20.0):
@@ -157,6 +173,7 @@ def run_trial(
         stored["dev_history"] = [tuple(item) for item in stored["dev_history"]]
         return TrialResult(**stored)
 
+    refit = config.stop_after_epoch is not None
     loss = make_loss(config.loss, twin, config.scale)
     guard = CollapseGuard(
         twin,
@@ -172,12 +189,12 @@ def run_trial(
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         warmup_steps=config.warmup_ratio,
-        eval_strategy="epoch",
+        eval_strategy="no" if refit else "epoch",
         save_strategy="epoch",
         save_total_limit=2,
-        load_best_model_at_end=True,
-        metric_for_best_model=DEV_METRIC,
-        greater_is_better=True,
+        load_best_model_at_end=not refit,
+        metric_for_best_model=None if refit else DEV_METRIC,
+        greater_is_better=None if refit else True,
         logging_strategy="epoch",
         report_to="none",
         seed=config.seed,
@@ -197,8 +214,8 @@ def run_trial(
         args=args,
         train_dataset=dataset,
         loss=loss,
-        evaluator=evaluator,
-        callbacks=[guard] if use_guard else [],
+        evaluator=None if refit else evaluator,
+        callbacks=([guard] if use_guard else []) + ([StopAfterEpoch(config.stop_after_epoch)] if refit else []),
     )
     checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
@@ -206,6 +223,8 @@ def run_trial(
     verdict: GuardVerdict = guard.verdict
     best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
     best_epoch = next((epoch for epoch, score in history if score == best), None)
+    if refit:
+        best_epoch = trainer.state.epoch
     result = TrialResult(
         learning_rate=config.learning_rate,
         best_dev=float(best),
