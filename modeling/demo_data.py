@@ -15,7 +15,7 @@ from pathlib import Path
 
 from modeling.embedding_cache import DEFAULT_CACHE_ROOT
 
-VERSION = 1
+VERSION = 2
 CATEGORIES = {
     "running shoes": ["kicks for jogging", "trainers", "jogging sneakers"],
     "t-shirt": ["tee", "short sleeve top"],
@@ -82,8 +82,12 @@ def _queries(items: list[dict], rng: random.Random, count: int) -> tuple[list[di
         attempts += 1
         item = rng.choice(items)
         with_brand = rng.random() < 0.3
-        parts = [rng.choice(CATEGORIES[item["category"]]), "in", rng.choice(COLOURS[item["colour"]])]
-        parts.append(rng.choice(AUDIENCES[item["audience"]]))
+        asked = {"category"} | {key for key in ("colour", "audience") if rng.random() < 0.7}
+        parts = [rng.choice(CATEGORIES[item["category"]])]
+        if "colour" in asked:
+            parts += ["in", rng.choice(COLOURS[item["colour"]])]
+        if "audience" in asked:
+            parts.append(rng.choice(AUDIENCES[item["audience"]]))
         if with_brand:
             parts = [item["brand"], *parts]
         text = " ".join(parts)
@@ -92,9 +96,9 @@ def _queries(items: list[dict], rng: random.Random, count: int) -> tuple[list[di
         qid = f"q-{len(queries):04d}"
         queries[qid] = {"_id": qid, "text": text}
         for other in items:
-            same = all(other[key] == item[key] for key in ("category", "colour", "audience"))
+            same = all(other[key] == item[key] for key in asked)
             if same and (not with_brand or other["brand"] == item["brand"]):
-                qrels.append((qid, other["_id"], 2 if other is item or with_brand else 1))
+                qrels.append((qid, other["_id"], 2 if len(asked) == 3 else 1))
     return list(queries.values()), qrels
 
 
@@ -126,7 +130,8 @@ def write_demo_dataset(folder: str | Path, seed: int = 13) -> Path:
     (folder / "README.md").write_text(
         "# frozen-head demo catalogue\n\nA synthetic product catalogue written by `modeling/demo_data.py` "
         f"(version {VERSION}, seed {seed}): {len(items)} items, {len(queries)} shopper queries, graded judgments "
-        "(2: the item the query was written from, or same brand; 1: same category, colour and audience).\n"
+        "(an item matching every attribute the query names is relevant: grade 2 when the query names category, "
+        "colour and audience, else 1).\n"
     )
     return folder
 
