@@ -21,6 +21,9 @@ TAGS = ["projection-head", "frozen-encoder"]
 # The evaluation section is written later, by model_card.evaluation.add_evaluation, between these markers.
 EVALUATION_START = "<!-- frozen-head:evaluation:start -->"
 EVALUATION_END = "<!-- frozen-head:evaluation:end -->"
+# ... and a one-paragraph summary of it under the card's introduction, between these.
+SUMMARY_START = "<!-- frozen-head:summary:start -->"
+SUMMARY_END = "<!-- frozen-head:summary:end -->"
 PLACEMENT_TEXT = {
     "query": "query-only (queries go through the head; documents get the unchanged base encoder's embeddings)",
     "symmetric": "symmetric (queries and documents both go through the head)",
@@ -47,7 +50,8 @@ TRAINING_LABELS = {
     "best_epoch": "Epoch chosen on dev",
     "dev_queries": "Dev queries",
     "seed": "Seed",
-    "encoder_calls": "Texts encoded by the frozen encoder",
+    "cached_texts": "Texts embedded by the frozen encoder (once each, then cached)",
+    "encoder_calls": "Texts encoded in this run (the rest came from the cache)",
     "training_time": "Training time",
     "outcome": "Outcome",
 }
@@ -112,6 +116,8 @@ class HeadModelCardData(SentenceTransformerModelCardData):
             collapse_guard_verdict=self.training.get("collapse_guard_verdict"),
             evaluation_start=EVALUATION_START,
             evaluation_end=EVALUATION_END,
+            summary_start=SUMMARY_START,
+            summary_end=SUMMARY_END,
         )
         return data
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard
 
-from model_card.card_data import EVALUATION_END, EVALUATION_START
+from model_card.card_data import EVALUATION_END, EVALUATION_START, SUMMARY_END, SUMMARY_START
 
 SYSTEMS = {"trained": "This model", "base": "Base encoder", "bm25": "BM25", "hybrid": "Hybrid"}
 SHORT = {"base": "base", "bm25": "BM25", "hybrid": "hybrid"}
@@ -28,13 +28,10 @@ METRICS = {
     "ndcg@100": "nDCG@100",
     "recall@1000": "Recall@1000",
 }
-SLICES = {
-    "all": "All queries",
-    "seen": "Seen: a relevant document was a training positive",
-    "unseen": "Unseen: no relevant document was seen in training",
-}
+SLICES = {"all": "All", "seen": "Seen", "unseen": "Unseen"}
 MAIN_METRIC = "ndcg@10"
 ALPHA = 0.05
+FEW_QUERIES = 30  # a slice smaller than this is reported, with a warning that it cannot settle anything
 TASK_TYPE, TASK_NAME = "information-retrieval", "Information Retrieval"
 PLOTS_DIR = "evaluation"
 _INSERT_BEFORE = ("## Limitations", "## Bias, Risks and Limitations", "## Training Details")
@@ -57,6 +54,7 @@ def add_evaluation(model_dir: str | Path, results: dict[str, Any], plots: Iterab
     plot_paths = copy_plots(model_dir, plots)
     card = ModelCard.load(readme)
     card.text = replace_section(card.text, render_section(results, plot_paths))
+    card.text = replace_block(card.text, SUMMARY_START, SUMMARY_END, render_summary(results))
     update_model_index(card, results, fallback_name=_title(card.text) or model_dir.name)
     card.save(readme)
     return readme
@@ -82,9 +80,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
     lines = [
         "## Evaluation",
         "",
-        f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}), "
+        f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}): "
         f"this model against {_join([_describe(name, results) for name in others]) or 'nothing else'}. "
-        f"Δ = this model − the other system; p: {test} on per-query {p_metric} (below {ALPHA}: unlikely to be chance).",
+        "Δ = this model − the other system.",
         "",
     ]
     header = ["Metric", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}")]
@@ -96,19 +94,22 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
             theirs = _number(systems[name]["all"].get(metric))
             row += [_fmt(theirs), _delta(mine, theirs)]
         lines.append(_row(row))
-    lines.append(_row([f"p ({p_metric})", ""] + [col for name in others for col in ("", _p(p_values, name, "all"))]))
+    if p_values:
+        lines.append(_row([f"p ({p_metric})", ""] + [col for name in others for col in ("", _p(p_values, name, "all"))]))
+        lines += ["", f"p: {test} on per-query {p_metric}; below {ALPHA}, the difference is unlikely to be chance."]
 
     sliced = [s for s in ("seen", "unseen") if _number((systems["trained"].get(s) or {}).get(MAIN_METRIC)) is not None]
     empty = [s for s in ("seen", "unseen") if s in systems["trained"] and s not in sliced]
     if sliced:
         lines += ["", "### Seen vs unseen documents", ""]
         lines.append(
-            f"Queries split by whether one of their relevant documents was a positive in the training pairs. {METRICS[MAIN_METRIC]} per slice:"
+            f"{METRICS[MAIN_METRIC]} per slice of the queries. *Seen*: at least one relevant document of the query was a "
+            "positive in the training pairs; *unseen*: none was. The head can learn which documents tend to be relevant, "
+            "so the unseen slice is the fairer test of a corpus of new documents."
         )
         lines.append("")
-        header = ["Queries", "n", SYSTEMS["trained"]] + [
-            col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}", "p")
-        ]
+        p_column = ("p",) if p_values else ()
+        header = ["Queries", "n", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}", *p_column)]
         lines += _table_header(header)
         for slice_name in ["all", *sliced]:
             mine_slice = systems["trained"].get(slice_name) or {}
@@ -117,7 +118,7 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
             row = [SLICES[slice_name], f"{count:,}" if isinstance(count, int) else "", f"**{_fmt(mine)}**"]
             for name in others:
                 theirs = _number((systems[name].get(slice_name) or {}).get(MAIN_METRIC))
-                row += [_fmt(theirs), _delta(mine, theirs), _p(p_values, name, slice_name)]
+                row += [_fmt(theirs), _delta(mine, theirs)] + ([_p(p_values, name, slice_name)] if p_values else [])
             lines.append(_row(row))
         if empty:
             lines += ["", f"No query falls in the {_join(empty)} slice."]
@@ -135,17 +136,45 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
 
 def replace_section(text: str, section: str) -> str:
     """``text`` with the block between the evaluation markers replaced (inserted if the card has none)."""
-    block = f"{EVALUATION_START}\n{section.rstrip()}\n{EVALUATION_END}"
-    start, end = text.find(EVALUATION_START), text.find(EVALUATION_END)
+    return replace_block(text, EVALUATION_START, EVALUATION_END, section, insert_before=_INSERT_BEFORE)
+
+
+def replace_block(text: str, start_marker: str, end_marker: str, content: str, insert_before: tuple[str, ...] = ()) -> str:
+    """Replace what lies between two markers; without them, insert before the first of ``insert_before`` (or not at all)."""
+    block = f"{start_marker}\n{content.strip()}\n{end_marker}" if content.strip() else f"{start_marker}\n{end_marker}"
+    start, end = text.find(start_marker), text.find(end_marker)
     if start != -1 and end > start:
-        return text[:start] + block + text[end + len(EVALUATION_END) :]
-    for heading in _INSERT_BEFORE:
+        return text[:start] + block + text[end + len(end_marker) :]
+    if not insert_before:
+        return text
+    for heading in insert_before:
         at = text.find(f"\n{heading}\n")
         if at != -1:
             return text[: at + 1] + block + "\n\n" + text[at + 1 :]
     return text.rstrip() + "\n\n" + block + "\n"
 
 
+def render_summary(results: dict[str, Any]) -> str:
+    """Two sentences for the top of the card: the main number against each system, and the seen/unseen caveat."""
+    systems = {name: _slices(value) for name, value in (results.get("systems") or {}).items() if name in SYSTEMS}
+    mine = systems["trained"]
+    value = _number(mine["all"].get(MAIN_METRIC))
+    if value is None:
+        return ""
+    label, n = METRICS[MAIN_METRIC], mine["all"].get("num_queries")
+    where = f"{results.get('dataset', 'the test set')}, {results.get('split', 'test')} split" + (f", {n:,} queries" if isinstance(n, int) else "")
+    against = [
+        f"{_fmt(_number(systems[name]['all'].get(MAIN_METRIC)))} for {SYSTEMS[name] if name == 'bm25' else _describe(name, {})}"
+        for name in ("base", "bm25", "hybrid")
+        if _number((systems.get(name, {}).get("all") or {}).get(MAIN_METRIC)) is not None
+    ]
+    text = (
+        f"**Evaluation at a glance** ({where}): {label} **{value:.4f}**"
+        + (f" against {_join(against)}" if against else "")
+        + f" ({label} scores the top 10 results; 1 is a perfect ranking)."
+    )
+    caveat = _slice_caveat(systems, results.get("p_values") or {})
+    return f"> {text}{' ' + caveat if caveat else ''} Details in [Evaluation](#evaluation)."
 def update_model_index(card: ModelCard, results: dict[str, Any], fallback_name: str) -> None:
     """Replace this dataset/split's information-retrieval entries in the card's ``model-index``."""
     dataset, split = str(results.get("dataset", "unknown")), str(results.get("split", "test"))
@@ -199,11 +228,14 @@ def _reading(systems: dict[str, dict], p_values: dict) -> list[str]:
             f"All queries: {label} {overall:+.4f} against the base encoder ({_p_phrase(p_values, 'base', 'all')}), "
             f"{_verdict(overall, p_values, 'base', 'all')}."
         )
+    caveat = _slice_caveat(systems, p_values)
+    if caveat:
+        sentences.append(caveat)
     seen, unseen = _diff(mine.get("seen"), base.get("seen")), _diff(mine.get("unseen"), base.get("unseen"))
     if seen is not None and unseen is not None:
         sentence = (
-            f"Against the base encoder, queries with documents seen in training gain {seen:+.4f}; queries with unseen "
-            f"documents {unseen:+.4f} ({_p_phrase(p_values, 'base', 'unseen')}), {_verdict(unseen, p_values, 'base', 'unseen')}."
+            f"Against the base encoder: {seen:+.4f} on queries with documents seen in training; {unseen:+.4f} on queries "
+            f"with unseen documents ({_p_phrase(p_values, 'base', 'unseen')}), {_verdict(unseen, p_values, 'base', 'unseen')}."
         )
         if seen > 0 and seen >= 2 * max(unseen, 0):
             sentence += " Most of the gain is on documents seen in training: for a corpus of new documents, expect the unseen figure."
@@ -216,6 +248,22 @@ def _reading(systems: dict[str, dict], p_values: dict) -> list[str]:
                 f"({_p_phrase(p_values, name, 'all')}), {_verdict(versus, p_values, name, 'all')}."
             )
     return sentences
+
+
+def _slice_caveat(systems: dict[str, dict], p_values: dict) -> str:
+    """How many queries are in each slice, and whether the unseen slice can say anything."""
+    mine = systems["trained"]
+    counts = {name: (mine.get(name) or {}).get("num_queries") for name in ("all", "seen", "unseen")}
+    if not all(isinstance(count, int) for count in counts.values()) or not counts["all"]:
+        return ""
+    share = round(100 * counts["seen"] / counts["all"])
+    sentence = f"{counts['seen']:,} of the {counts['all']:,} queries ({share}%) have a relevant document that was a training positive."
+    if counts["unseen"] < FEW_QUERIES:
+        sentence += (
+            f" Only {counts['unseen']:,} have none: too few to tell how the model does on documents "
+            "not seen in training."
+        )
+    return sentence
 
 
 def _verdict(delta: float, p_values: dict, system: str, slice_name: str) -> str:
@@ -232,7 +280,7 @@ def _describe(name: str, results: dict[str, Any]) -> str:
     if name == "base":
         return f"the bare base encoder ({results['encoder']})" if results.get("encoder") else "the bare base encoder"
     if name == "hybrid":
-        return f"a hybrid ({results['hybrid_description']})" if results.get("hybrid_description") else "the hybrid system"
+        return f"a hybrid ({results['hybrid_description']})" if results.get("hybrid_description") else "a hybrid of this model and BM25"
     return SYSTEMS[name]
 
 

@@ -48,6 +48,7 @@ def training_info(summary: Any) -> dict[str, Any]:
         "learning_rates_tried": [trial.get("learning_rate") for trial in trials] or None,
         "learning_rate": get("chosen_learning_rate"),
         "best_epoch": get("chosen_epoch"),
+        "cached_texts": get("cached_texts"),
         "encoder_calls": get("encoder_calls"),
         "training_time": f"{get('seconds'):.0f} s" if isinstance(get("seconds"), (int, float)) else None,
         "collapse_guard_verdict": get("guard") or None,

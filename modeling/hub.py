@@ -83,17 +83,11 @@ def push_model(
     offline mode) is checked before the first request. Raises ``ValueError`` for those and
     ``PushError`` when the Hub part fails.
     """
-    from huggingface_hub import HfApi, ModelCard, constants, get_token
+    from huggingface_hub import HfApi, ModelCard
 
     folder = Path(folder)
     files = model_files(folder)
-    if not _REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"Repo id must look like 'org/name' (your user or organisation, then the model name), got {repo_id!r}.")
-    if constants.is_offline_mode():
-        raise ValueError("HF_HUB_OFFLINE is set, so nothing can be pushed: run again with HF_HUB_OFFLINE=0.")
-    token = token or get_token()
-    if not token:
-        raise ValueError("No Hugging Face token found: set HF_TOKEN, or run `hf auth login`, then push again.")
+    token = preflight(repo_id, token=token)
     retry = retry_command(folder, repo_id, private)
 
     with tempfile.TemporaryDirectory(prefix="push-") as staging:
@@ -124,6 +118,23 @@ def push_model(
             ) from (None if token in str(error) else error)
     logger.info("Pushed %s: %s", repo_id, commit.commit_url)
     return commit.commit_url
+
+
+def preflight(repo_id: str, *, token: str | None = None) -> str:
+    """Check what a push needs besides the model (repo id, Hub access, a token) without any request; returns the token.
+
+    train.py calls it before training, so ``--push-to-hub`` fails in a second rather than after the run.
+    """
+    from huggingface_hub import constants, get_token
+
+    if not _REPO_ID.fullmatch(repo_id):
+        raise ValueError(f"Repo id must look like 'org/name' (your user or organisation, then the model name), got {repo_id!r}.")
+    if constants.is_offline_mode():
+        raise ValueError("HF_HUB_OFFLINE is set, so nothing can be pushed: run again with HF_HUB_OFFLINE=0.")
+    token = token or get_token()
+    if not token:
+        raise ValueError("No Hugging Face token found: set HF_TOKEN, or run `hf auth login`, then push again.")
+    return token
 
 
 def model_files(folder: Path) -> list[str]:

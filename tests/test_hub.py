@@ -12,7 +12,7 @@ import torch
 
 from model_card import install_card_data, prepare_card
 from modeling.build import build_model, find_head, save_model
-from modeling.hub import PushError, main, model_files, push_model
+from modeling.hub import PushError, main, model_files, preflight, push_model
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.subprocess_load import load_in_subprocess
 
@@ -176,10 +176,14 @@ def test_local_problems_are_reported_before_any_request(tiny, tmp_path, fake_hub
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(ValueError, match="HF_TOKEN"):
         push_model(folder, "org/anonymous")
+    with pytest.raises(ValueError, match="HF_TOKEN"):
+        preflight("org/anonymous")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
         push_model(folder, "org/offline", token=FAKE_TOKEN)
     assert fake_hub.requests == []
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert preflight("org/ok", token=FAKE_TOKEN) == FAKE_TOKEN
 
 
 def test_cli_help(capsys):
@@ -188,3 +192,16 @@ def test_cli_help(capsys):
     assert done.value.code == 0
     out = capsys.readouterr().out
     assert "MODEL_DIR" in out and "ORG/NAME" in out and "--private" in out
+
+
+@pytest.mark.integration
+def test_default_encoder_model_round_trips_through_the_hub(tmp_path, fake_hub):  # noqa: F811
+    """The real all-MiniLM-L6-v2 (offline copy) with a query-only head: push, load by repo id elsewhere, same embeddings."""
+    folder, expected = saved_model(None, "query", tmp_path / "model")
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in (folder / "README.md").read_text()
+    push_model(folder, "org/minilm-head")
+    with fake_hub.serve() as endpoint:
+        loaded = load_in_subprocess("org/minilm-head", TEXTS, env=child_env(endpoint, tmp_path))
+    assert "error" not in loaded, loaded
+    for side in ("query", "document"):
+        assert np.abs(np.array(loaded[side]) - expected[side]).max() <= 1e-6

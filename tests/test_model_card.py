@@ -18,6 +18,7 @@ from sentence_transformers.sentence_transformer.losses import MultipleNegativesR
 
 import modeling.build
 from model_card import EVALUATION_END, EVALUATION_START, HeadModelCardData, add_evaluation, install_card_data, prepare_card
+from model_card.card_data import SUMMARY_END, SUMMARY_START
 from model_card.evaluation import METRICS
 from modeling.build import DEFAULT_ENCODER_NAME, build_model, find_head, save_model
 from tests.fake_hub import fake_hub  # noqa: F401  (fixture)
@@ -228,7 +229,7 @@ def test_evaluation_numbers_match_the_json(trained_query_model, tmp_path):
     assert [float(p_row[2 + 2 * i]) for i in range(3)] == pytest.approx([p_values[n]["all"] for n in ("base", "bm25", "hybrid")], abs=5e-5)
     slices = table(text, "Queries")
     for label, cells in slices.items():
-        slice_ = label.split(":")[0].lower().replace("all queries", "all")
+        slice_ = label.lower()
         assert int(cells[0]) == systems["trained"][slice_]["num_queries"]
         assert float(cells[1]) == pytest.approx(systems["trained"][slice_]["ndcg@10"], abs=5e-5)
         assert float(cells[2]) == pytest.approx(systems["base"][slice_]["ndcg@10"], abs=5e-5)
@@ -265,7 +266,7 @@ def test_add_evaluation_tolerates_missing_slices_systems_and_p_values(trained_qu
     del results["p_values"]
     add_evaluation(folder, results)
     text = section((folder / "README.md").read_text())
-    assert "Seen vs unseen" not in text and "BM25 |" not in text
+    assert "Seen vs unseen" not in text and "BM25 |" not in text and "p (" not in text
     assert table(text, "Metric")["nDCG@10"][0] == f"{results['systems']['trained']['all']['ndcg@10']:.4f}"
     with pytest.raises(ValueError, match="trained"):
         add_evaluation(folder, {"systems": {"base": {}}})
@@ -318,3 +319,17 @@ def test_train_then_evaluate_card_matches_the_evaluation_json(tmp_path):
         assert float(main["nDCG@10"][column]) == pytest.approx(results["systems"][system]["all"]["nDCG@10"], abs=5e-5)
     plots = [Path(p).name for p in results["plots"]]
     assert plots and all(f"](evaluation/{name})" in (run / "README.md").read_text() for name in plots)
+
+
+def test_summary_under_the_introduction_states_the_main_number_and_the_slice_caveat(trained_query_model):
+    folder, _ = trained_query_model
+    results = results_json(seed=5)
+    results["systems"]["trained"]["unseen"]["num_queries"] = 4
+    results["systems"]["trained"]["seen"]["num_queries"] = 26
+    add_evaluation(folder, results)
+    text = (folder / "README.md").read_text()
+    summary = text[text.index(SUMMARY_START) : text.index(SUMMARY_END)]
+    assert text.index(SUMMARY_END) < text.index("## Model Details"), "the summary sits under the introduction"
+    assert f"**{results['systems']['trained']['all']['ndcg@10']:.4f}**" in summary
+    assert f"{results['systems']['bm25']['all']['ndcg@10']:.4f} for BM25" in summary
+    assert "26 of the 30 queries (87%)" in summary and "Only 4 have none: too few" in summary
