@@ -105,7 +105,15 @@ def card_results(results: dict[str, Any]) -> dict[str, Any]:
         "p_values": results["p_values"]["vs"],
         "p_value_test": f"{significance['test']}, {significance['resamples']} resamples",
         "p_value_metric": significance["metric"].lower(),
+        "hybrid_description": _hybrid_description(results["settings"]["fusion"]),
     }
+
+
+def _hybrid_description(fusion: dict[str, Any]) -> str:
+    if fusion.get("method") == "rrf":
+        return f"reciprocal rank fusion (k={fusion.get('k')}) of this model and BM25 ({fusion.get('why', '')})"
+    how = f"chosen on {fusion['chosen_on']}" if fusion.get("chosen_on") else "given on the command line"
+    return f"convex fusion of min-max normalised scores, weight {fusion.get('dense_weight')} on this model ({how})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,6 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     from modeling.training.data import load_training_data
     from modeling.training.run import DEFAULT_LEARNING_RATES, CollapseError, TrainSettings, train
 
+    if args.push_to_hub:  # repo id, offline mode and token checked now, not after the whole run
+        from modeling.hub import preflight
+
+        try:
+            preflight(args.push_to_hub)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     source = args.data or str(demo_dataset_path())
     try:
         data = load_training_data(source, dev_fraction=args.dev_fraction, seed=args.seed)
@@ -132,9 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load it with SentenceTransformer({str(output_dir)!r}, trust_remote_code=True)")
     print(f"evaluate it: python evaluate.py --model {output_dir} --data {source}")
     if args.push_to_hub:
-        from modeling.hub import push_model
+        from modeling.hub import PushError, push_model
 
-        url = push_model(output_dir, args.push_to_hub, private=args.private)
+        try:
+            url = push_model(output_dir, args.push_to_hub, private=args.private)
+        except (PushError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 4
         print(f"pushed to {url}")
     return 0
 
