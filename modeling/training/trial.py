@@ -175,11 +175,15 @@ def run_trial(
 
     refit = config.stop_after_epoch is not None
     loss = make_loss(config.loss, twin, config.scale)
-    guard = CollapseGuard(
-        twin,
-        *guard_pairs,
-        recipe={"learning_rate": config.learning_rate, "loss": config.loss, "init": config.init},
-        every_steps=max(1, len(dataset) // config.batch_size // 2),
+    guard = (
+        CollapseGuard(
+            twin,
+            *guard_pairs,
+            recipe={"learning_rate": config.learning_rate, "loss": config.loss, "init": config.init},
+            every_steps=max(1, len(dataset) // config.batch_size // 2),
+        )
+        if use_guard
+        else None
     )
     args = SentenceTransformerTrainingArguments(
         output_dir=str(directory / "checkpoints"),
@@ -220,7 +224,7 @@ def run_trial(
     checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [(entry["epoch"], entry[DEV_METRIC]) for entry in trainer.state.log_history if DEV_METRIC in entry]
-    verdict: GuardVerdict = guard.verdict
+    verdict = guard.verdict if guard is not None else GuardVerdict()
     best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
     best_epoch = next((epoch for epoch, score in history if score == best), None)
     if refit:
