@@ -50,3 +50,23 @@ def plot_metric_change(after: dict[str, float], before: dict[str, float], names:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def plot_dev_curves(trials: list[dict], base_score: float, path: Path) -> Path:
+    """Dev nDCG@10 after each epoch, one line per learning rate, against the bare encoder (the training picture)."""
+    figure, axis = plt.subplots(figsize=(6.5, 3.8))
+    for trial in trials:
+        history = trial.get("dev_history") or []
+        if history:
+            epochs, scores = zip(*history)
+            stopped = " (stopped by the collapse guard)" if trial.get("stopped") else ""
+            axis.plot(epochs, scores, marker="o", markersize=3, label=f"lr {trial['learning_rate']:g}{stopped}")
+    axis.axhline(base_score, color="black", linestyle="--", linewidth=1, label="bare encoder")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("dev nDCG@10")
+    axis.set_title("Dev nDCG@10 while training the head")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

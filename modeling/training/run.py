@@ -129,6 +129,20 @@ def dev_metrics(evaluator, twin) -> dict[str, float]:
     return {key[len(prefix) :]: float(value) for key, value in scores.items() if key.startswith(prefix)}
 
 
+def trial_config(settings: TrainSettings, learning_rate: float, init: str, stop_after_epoch: int | None = None) -> TrialConfig:
+    return TrialConfig(
+        learning_rate=learning_rate,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        weight_decay=settings.weight_decay,
+        loss=settings.loss,
+        scale=settings.scale,
+        seed=settings.seed,
+        init=init,
+        stop_after_epoch=stop_after_epoch,
+    )
+
+
 def interpolate(start: dict, end: dict, t: float) -> dict:
     return {key: start[key] + t * (end[key] - start[key]) if end[key].is_floating_point() else end[key] for key in end}
 
@@ -188,16 +202,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
     states: dict[float, dict] = {}
     for learning_rate in settings.learning_rates:
         head.load_state_dict(start_state)
-        config = TrialConfig(
-            learning_rate=learning_rate,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            weight_decay=settings.weight_decay,
-            loss=settings.loss,
-            scale=settings.scale,
-            seed=settings.seed,
-            init=head.init,
-        )
+        config = trial_config(settings, learning_rate, head.init)
         trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}"
         result = run_trial(
             twin, head, dataset, evaluator, guard_pairs, config, settings.placement, trial_dir, settings.resume, settings.show_progress
@@ -224,11 +229,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         # The dev queries were carved from the training data: train once more on all of it with the chosen
         # learning rate, for the chosen number of epochs of the same schedule, then apply the chosen interpolation.
         head.load_state_dict(start_state)
-        config = TrialConfig(
-            learning_rate=best.learning_rate, epochs=settings.epochs, batch_size=settings.batch_size,
-            weight_decay=settings.weight_decay, loss=settings.loss, scale=settings.scale, seed=settings.seed,
-            init=head.init, stop_after_epoch=math.ceil(best.best_epoch),
-        )  # fmt: skip
+        config = trial_config(settings, best.learning_rate, head.init, stop_after_epoch=math.ceil(best.best_epoch))
         full = training_dataset(data.with_dev_merged(), settings, twin)
         result = run_trial(
             twin, head, full, evaluator, guard_pairs, config, settings.placement,
@@ -265,4 +266,9 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
             card_hook(model, summary)
         save_model(model, settings.output_dir)
         (Path(settings.output_dir) / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
+        from modeling.evaluation.plots import plot_dev_curves
+
+        plots = Path(settings.output_dir) / "evaluation"
+        plots.mkdir(exist_ok=True)
+        plot_dev_curves(summary.trials, base_dev["ndcg@10"], plots / "training-dev-curves.png")
     return summary
