@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
 
+from model_card import card_hook  # noqa: E402
 from modeling.build import load_encoder  # noqa: E402
 from modeling.cached_input import cached_twin, prefix_model  # noqa: E402
 from modeling.embedding_cache import EmbeddingCache  # noqa: E402
@@ -31,6 +32,11 @@ VARIANTS = {
     "default": {},
     "wd0.1": {"weight_decay": 0.1},
     "wd1": {"weight_decay": 1.0},
+    "wd10": {"weight_decay": 10.0},
+    "lr-up-to-1e-2": {"learning_rates": (1e-3, 3e-3, 1e-2)},
+    "scale50": {"scale": 50.0},
+    "no-refit": {"refit": False},
+    "no-interpolation": {"interpolate": False},
     "symmetric": {"placement": "symmetric"},
     "mlp": {"kind": "mlp"},
     "hardneg3": {"hard_negatives": 3},
@@ -78,7 +84,7 @@ def main() -> None:
         options = {"epochs": args.epochs, **VARIANTS[name]}
         settings = TrainSettings(output_dir=Path(args.output) / name, show_progress=False, **options)
         started = time.time()
-        summary = train(data, settings)
+        summary = train(data, settings, card_hook=card_hook)
         model = SentenceTransformer(str(settings.output_dir), trust_remote_code=True)
         rows[name] = {**score(model, test, groups), "dev": summary.trained_dev["ndcg@10"],
                       "lr": summary.chosen_learning_rate, "epoch": summary.chosen_epoch, "seconds": time.time() - started}  # fmt: skip

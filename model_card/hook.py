@@ -55,6 +55,8 @@ def training_info(summary: Any) -> dict[str, Any]:
         "dev_metrics": {"This model": get("trained_dev") or {}, "Base encoder": get("base_dev") or {}},
         "trials": [{**trial, "guard": ("stopped: " if trial.get("stopped") else "") + str(trial.get("guard", ""))} for trial in trials],
         "kept_identity": kept_identity,
+        "interpolation_toward_trained_head": get("interpolation"),
+        "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
     }
     if kept_identity:
         info["outcome"] = "no trial beat the bare encoder on dev: the head was kept at its identity start"
