@@ -30,6 +30,7 @@ from sentence_transformers.sentence_transformer.training_args import (
 )
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from modeling.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
@@ -63,6 +64,13 @@ class TrialResult:
     stopped: bool = False
     train_loss: float | None = None
     steps: int = 0
+
+
+class BarOnlyProgress(ProgressCallback):
+    """The trainer's progress bar without its dump of every log dict (the job prints a line per trial)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return control
 
 
 class StopAfterEpoch(TrainerCallback):
@@ -221,6 +229,10 @@ def run_trial(
         evaluator=None if refit else evaluator,
         callbacks=([guard] if use_guard else []) + ([StopAfterEpoch(config.stop_after_epoch)] if refit else []),
     )
+    for noisy in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(noisy)
+    if show_progress:
+        trainer.add_callback(BarOnlyProgress())
     checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [(entry["epoch"], entry[DEV_METRIC]) for entry in trainer.state.log_history if DEV_METRIC in entry]
