@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)")
     try:
         summary = train(data, settings, card_hook=_card_hook())
+        _finish_distributed()
     except CollapseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
@@ -149,6 +150,16 @@ def main(argv: list[str] | None = None) -> int:
             return 4
         print(f"pushed to {url}")
     return 0
+
+
+def _finish_distributed() -> None:
+    """Under torchrun: wait for rank 0 to finish saving, then close the process group on every rank (a rank that
+    exits with the group still open aborts with 'terminate called without an active exception')."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _card_hook():
