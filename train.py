@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     training.add_argument("--learning-rate", type=float, nargs="+", help="one or more learning rates; several are tried and the best on dev kept (default: 3e-4 1e-3 3e-3)")
     training.add_argument("--epochs", type=int, default=20, help="epochs per learning rate; the best epoch on dev is kept (default 20)")
     training.add_argument("--batch-size", type=int, default=64, help="per-process batch size (default 64)")
-    training.add_argument("--weight-decay", type=float, default=0.0, help="decay of the head's change: pulls it back toward its identity start (default 0)")
+    training.add_argument("--weight-decay", type=float, nargs="+", help="one or more decays of the head's change, a pull back toward its identity start; several are tried and the best on dev kept (default: 0 1)")
     training.add_argument("--scale", type=float, default=20.0, help="mnrl similarity scale, 1/temperature (default 20)")
     training.add_argument("--no-interpolate", action="store_true", help="keep the trained head as is instead of the dev-best interpolation between it and the identity (0.25/0.5/0.75/1)")
     training.add_argument("--no-refit", action="store_true", help="when the dev split was carved from the training data, do not retrain on all of it with the chosen settings")
@@ -52,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.learning_rate and any(lr <= 0 for lr in args.learning_rate):
         parser.error("--learning-rate must be positive")
+    if args.weight_decay and any(wd < 0 for wd in args.weight_decay):
+        parser.error("--weight-decay must be >= 0")
     if args.epochs < 1 or args.batch_size < 2:
         parser.error("--epochs must be >= 1 and --batch-size >= 2")
     if args.hard_negatives and args.loss != "mnrl":
@@ -75,7 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from modeling.demo_data import demo_dataset_path
     from modeling.training.data import load_training_data
-    from modeling.training.run import DEFAULT_LEARNING_RATES, CollapseError, TrainSettings, train
+    from modeling.training.run import (
+        DEFAULT_LEARNING_RATES,
+        DEFAULT_WEIGHT_DECAYS,
+        CollapseError,
+        TrainSettings,
+        train,
+    )
 
     if args.push_to_hub:  # repo id, offline mode and token checked now, not after the whole run
         from modeling.hub import preflight
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rates=tuple(args.learning_rate or DEFAULT_LEARNING_RATES),
         epochs=args.epochs,
         batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
+        weight_decays=tuple(args.weight_decay if args.weight_decay is not None else DEFAULT_WEIGHT_DECAYS),
         scale=args.scale,
         seed=args.seed,
         cache_dir=args.cache_dir,
@@ -131,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results_table(summary))
     chosen = "kept the identity (no trial beat the bare encoder on dev)" if summary.kept_identity else (
-        f"learning rate {summary.chosen_learning_rate:g}, epoch {summary.chosen_epoch:.0f}, "
+        f"learning rate {summary.chosen_learning_rate:g}, weight decay {summary.chosen_weight_decay:g}, "
+        f"epoch {summary.chosen_epoch:.0f}, "
         f"interpolation {summary.interpolation:g} of the way from the identity to the trained head"
     )
     refit = "; then retrained on train + dev with these settings" if summary.refit_on_dev else ""

@@ -30,9 +30,10 @@ from modeling.training.run import TrainSettings, train  # noqa: E402
 
 VARIANTS = {
     "default": {},
-    "wd0.1": {"weight_decay": 0.1},
-    "wd1": {"weight_decay": 1.0},
-    "wd10": {"weight_decay": 10.0},
+    "wd0": {"weight_decays": (0.0,)},
+    "wd0.1": {"weight_decays": (0.1,)},
+    "wd1": {"weight_decays": (1.0,)},
+    "wd10": {"weight_decays": (10.0,)},
     "lr-up-to-1e-2": {"learning_rates": (1e-3, 3e-3, 1e-2)},
     "scale50": {"scale": 50.0},
     "no-refit": {"refit": False},
@@ -40,7 +41,7 @@ VARIANTS = {
     "symmetric": {"placement": "symmetric"},
     "mlp": {"kind": "mlp"},
     "hardneg3": {"hard_negatives": 3},
-    "symmetric-wd0.1": {"placement": "symmetric", "weight_decay": 0.1},
+    "symmetric-wd1": {"placement": "symmetric", "weight_decays": (1.0,)},
     "lr1e-5": {"learning_rates": (1e-5,)},
     "reduced128-step0": {"placement": "symmetric", "out_features": 128, "learning_rates": (1e-3,), "epochs": 1},
 }

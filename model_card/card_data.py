@@ -47,6 +47,10 @@ TRAINING_LABELS = {
     "batch_size": "Batch size",
     "max_steps": "Steps",
     "learning_rates_tried": "Learning rates tried",
+    "weight_decay": "Weight decay (pull toward the identity)",
+    "weight_decays_tried": "Weight decays tried",
+    "interpolation_toward_trained_head": "Interpolation from the identity to the trained head (chosen on dev)",
+    "refit": "Final fit",
     "best_epoch": "Epoch chosen on dev",
     "dev_queries": "Dev queries",
     "seed": "Seed",
@@ -58,6 +62,7 @@ TRAINING_LABELS = {
 _NOT_LISTED = {"collapse_guard_verdict", "dev_metrics", "limitations", "trials", "kept_identity", "logs_note"}
 TRIAL_COLUMNS = {
     "learning_rate": "Learning rate",
+    "weight_decay": "Weight decay",
     "best_dev": "Best dev nDCG@10",
     "best_epoch": "Best epoch",
     "steps": "Steps",

@@ -25,7 +25,7 @@ def card_hook(model: SentenceTransformer, summary: Any = None) -> HeadModelCardD
     card = model.model_card_data
     info = training_info(summary)
     chosen = getattr(summary, "chosen_learning_rate", None)
-    note = _keep_chosen_trial(card, info.get("trials", []), chosen)
+    note = _keep_chosen_trial(card, info.get("trials", []), chosen, getattr(summary, "chosen_weight_decay", None))
     if note:
         info["logs_note"] = note
     if chosen is not None and card.all_hyperparameters:  # the library recorded the last trial's learning rate
@@ -45,8 +45,10 @@ def training_info(summary: Any) -> dict[str, Any]:
         "num_pairs": get("num_pairs"),
         "num_queries": get("num_train_queries"),
         "dev_queries": get("num_dev_queries"),
-        "learning_rates_tried": [trial.get("learning_rate") for trial in trials] or None,
+        "learning_rates_tried": list(dict.fromkeys(trial.get("learning_rate") for trial in trials)) or None,
+        "weight_decays_tried": list(dict.fromkeys(trial["weight_decay"] for trial in trials if "weight_decay" in trial)) or None,
         "learning_rate": get("chosen_learning_rate"),
+        "weight_decay": get("chosen_weight_decay"),
         "best_epoch": get("chosen_epoch"),
         "cached_texts": get("cached_texts"),
         "encoder_calls": get("encoder_calls"),
@@ -63,7 +65,9 @@ def training_info(summary: Any) -> dict[str, Any]:
     return {key: value for key, value in info.items() if value not in (None, "", [], {})}
 
 
-def _keep_chosen_trial(card: HeadModelCardData, trials: list[dict[str, Any]], chosen: float | None) -> str | None:
+def _keep_chosen_trial(
+    card: HeadModelCardData, trials: list[dict[str, Any]], chosen: float | None, chosen_decay: float | None = None
+) -> str | None:
     """Keep the log rows of the chosen trial (each trial restarts at step 1); returns the note the card shows."""
     rows = [row for row in card.training_logs if row.get("Step", 0) >= 0]
     segments: list[list[dict]] = []
@@ -71,8 +75,9 @@ def _keep_chosen_trial(card: HeadModelCardData, trials: list[dict[str, Any]], ch
         if not segments or row["Step"] <= segments[-1][-1]["Step"]:
             segments.append([])
         segments[-1].append(row)
-    rates = [trial.get("learning_rate") for trial in trials]
-    if chosen is None or len(segments) != len(trials) or chosen not in rates:
+    keys = [(trial.get("learning_rate"), trial.get("weight_decay", chosen_decay)) for trial in trials]
+    if chosen is None or len(segments) < len(trials) or (chosen, chosen_decay) not in keys:
         return None
-    card.training_logs = segments[rates.index(chosen)]
-    return f"The trial that was kept (learning rate {chosen:g}); the Trials table above compares all of them."
+    card.training_logs = segments[keys.index((chosen, chosen_decay))]
+    decay = f", weight decay {chosen_decay:g}" if chosen_decay is not None else ""
+    return f"The trial that was kept (learning rate {chosen:g}{decay}); the Trials table above compares all of them."

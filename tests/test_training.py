@@ -174,11 +174,11 @@ def test_kill_minus_nine_then_resume_finishes(tmp_path, encoder_dir):
     command = [
         sys.executable, str(REPO / "train.py"), "--encoder", str(encoder_dir), "--data", str(data),
         "--output-dir", str(output), "--cache-dir", str(tmp_path / "cache"), "--quiet",
-        "--epochs", "40", "--learning-rate", "1e-3", "--batch-size", "8",
+        "--epochs", "40", "--learning-rate", "1e-3", "--weight-decay", "0", "--batch-size", "8",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = output / "trials" / "lr-0.001" / "checkpoints"
+    checkpoints = output / "trials" / "lr-0.001-wd-0" / "checkpoints"
     try:
         assert _wait_for(lambda: list(checkpoints.glob("checkpoint-*/trainer_state.json")), timeout=240), "no checkpoint"
     finally:
@@ -191,7 +191,7 @@ def test_kill_minus_nine_then_resume_finishes(tmp_path, encoder_dir):
 
     result = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    trial = json.loads((output / "trials" / "lr-0.001" / "trial.json").read_text())
+    trial = json.loads((output / "trials" / "lr-0.001-wd-0" / "trial.json").read_text())
     pairs = json.loads((output / "training_summary.json").read_text())["num_pairs"]
     assert trial["steps"] == 40 * math.ceil(pairs / 8)
     assert killed_at < trial["steps"]
@@ -204,7 +204,7 @@ def test_torchrun_two_processes_finishes(tmp_path, encoder_dir):
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
         str(REPO / "train.py"), "--encoder", str(encoder_dir), "--data", str(data), "--output-dir", str(output),
-        "--cache-dir", str(tmp_path / "cache"), "--quiet", "--epochs", "2", "--learning-rate", "3e-3", "--batch-size", "16",
+        "--cache-dir", str(tmp_path / "cache"), "--quiet", "--epochs", "2", "--learning-rate", "3e-3", "--weight-decay", "0", "--batch-size", "16",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

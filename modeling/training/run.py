@@ -31,6 +31,8 @@ from modeling.training.trial import (
 )
 
 DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+# Decay of the head's change D (not of W0): a pull toward the identity start, chosen on dev like the learning rate.
+DEFAULT_WEIGHT_DECAYS = (0.0, 1.0)
 # Weight-space interpolation between the start (identity) and the trained head, picked on dev (WiSE-FT,
 # Wortsman et al. 2022): a cheap pull toward the encoder that protects queries unlike the training ones.
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
@@ -50,7 +52,7 @@ class TrainSettings:
     learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
     epochs: int = 20
     batch_size: int = 64
-    weight_decay: float = 0.0
+    weight_decays: tuple[float, ...] = DEFAULT_WEIGHT_DECAYS
     scale: float = 20.0
     seed: int = 0
     cache_dir: str | None = None
@@ -74,6 +76,7 @@ class TrainSummary:
     trained_dev: dict[str, float]
     chosen_learning_rate: float | None
     chosen_epoch: float | None
+    chosen_weight_decay: float | None = None
     trials: list[dict] = field(default_factory=list)
     guard: str = ""
     kept_identity: bool = False
@@ -129,12 +132,14 @@ def dev_metrics(evaluator, twin) -> dict[str, float]:
     return {key[len(prefix) :]: float(value) for key, value in scores.items() if key.startswith(prefix)}
 
 
-def trial_config(settings: TrainSettings, learning_rate: float, init: str, stop_after_epoch: int | None = None) -> TrialConfig:
+def trial_config(
+    settings: TrainSettings, learning_rate: float, weight_decay: float, init: str, stop_after_epoch: int | None = None
+) -> TrialConfig:
     return TrialConfig(
         learning_rate=learning_rate,
         epochs=settings.epochs,
         batch_size=settings.batch_size,
-        weight_decay=settings.weight_decay,
+        weight_decay=weight_decay,
         loss=settings.loss,
         scale=settings.scale,
         seed=settings.seed,
@@ -199,37 +204,45 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
     base_dev = dev_metrics(evaluator, cached_twin(encoder, cache))  # the bare encoder, from the same cache
 
     results: list[TrialResult] = []
-    states: dict[float, dict] = {}
-    for learning_rate in settings.learning_rates:
+    states: dict[int, dict] = {}
+    grid = [(lr, wd) for wd in settings.weight_decays for lr in settings.learning_rates]
+    for learning_rate, weight_decay in grid:
         head.load_state_dict(start_state)
-        config = trial_config(settings, learning_rate, head.init)
-        trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}"
+        config = trial_config(settings, learning_rate, weight_decay, head.init)
+        trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}-wd-{weight_decay:g}"
         result = run_trial(
             twin, head, dataset, evaluator, guard_pairs, config, settings.placement, trial_dir, settings.resume, settings.show_progress
         )
         results.append(result)
-        states[learning_rate] = head_state(head)
+        states[len(results) - 1] = head_state(head)
         if _is_main():
             epoch = "-" if result.best_epoch is None else f"{result.best_epoch:.0f}"
-            print(f"learning rate {learning_rate:g}: best dev nDCG@10 {result.best_dev:.4f} at epoch {epoch}; guard {result.guard}", flush=True)
+            print(
+                f"learning rate {learning_rate:g}, weight decay {weight_decay:g}: best dev nDCG@10 {result.best_dev:.4f} "
+                f"at epoch {epoch}; guard {result.guard}",
+                flush=True,
+            )
 
-    usable = [r for r in results if not r.stopped and not math.isnan(r.best_dev)]
+    usable = [i for i, r in enumerate(results) if not r.stopped and not math.isnan(r.best_dev)]
     if not usable:
-        reasons = "\n".join(f"- lr {r.learning_rate:g}: {r.guard}" for r in results)
+        reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
-    best = max(usable, key=lambda r: r.best_dev)
+    best_index = max(usable, key=lambda i: results[i].best_dev)
+    best = results[best_index]
     interpolation, best_dev = 1.0, best.best_dev
     if settings.interpolate and head.init == "identity":
-        interpolation, best_dev = choose_interpolation(head, start_state, states[best.learning_rate], evaluator, twin)
+        interpolation, best_dev = choose_interpolation(head, start_state, states[best_index], evaluator, twin)
     kept_identity = head.init == "identity" and best_dev <= base_dev["ndcg@10"]
-    head.load_state_dict(start_state if kept_identity else interpolate(start_state, states[best.learning_rate], interpolation))
+    head.load_state_dict(start_state if kept_identity else interpolate(start_state, states[best_index], interpolation))
     trained_dev = dev_metrics(evaluator, twin)  # the selected model, before any refit: an honest dev figure
     refit = settings.refit and data.dev_carved and not kept_identity and best.best_epoch is not None
     if refit:
         # The dev queries were carved from the training data: train once more on all of it with the chosen
         # learning rate, for the chosen number of epochs of the same schedule, then apply the chosen interpolation.
         head.load_state_dict(start_state)
-        config = trial_config(settings, best.learning_rate, head.init, stop_after_epoch=math.ceil(best.best_epoch))
+        config = trial_config(
+            settings, best.learning_rate, best.weight_decay, head.init, stop_after_epoch=math.ceil(best.best_epoch)
+        )
         full = training_dataset(data.with_dev_merged(), settings, twin)
         result = run_trial(
             twin, head, full, evaluator, guard_pairs, config, settings.placement,
@@ -239,7 +252,10 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
             raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
         head.load_state_dict(interpolate(start_state, head_state(head), interpolation))
         if _is_main():
-            print(f"refit on train + dev for {config.stop_after_epoch} epochs at learning rate {best.learning_rate:g}")
+            print(
+                f"refit on train + dev for {config.stop_after_epoch} epochs at learning rate {best.learning_rate:g}, "
+                f"weight decay {best.weight_decay:g}"
+            )
 
     summary = TrainSummary(
         output_dir=str(settings.output_dir),
@@ -254,6 +270,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         trained_dev=trained_dev,
         chosen_learning_rate=None if kept_identity else best.learning_rate,
         chosen_epoch=None if kept_identity else best.best_epoch,
+        chosen_weight_decay=None if kept_identity else best.weight_decay,
         trials=[asdict(r) for r in results],
         guard=best.guard,
         kept_identity=kept_identity,

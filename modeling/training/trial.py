@@ -57,6 +57,7 @@ class TrialConfig:
 @dataclass
 class TrialResult:
     learning_rate: float
+    weight_decay: float
     best_dev: float
     best_epoch: float | None
     dev_history: list[tuple[float, float]] = field(default_factory=list)
@@ -243,6 +244,7 @@ def run_trial(
         best_epoch = trainer.state.epoch
     result = TrialResult(
         learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
         best_dev=float(best),
         best_epoch=best_epoch,
         dev_history=history,
