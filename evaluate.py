@@ -30,33 +30,90 @@ def default_data() -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", help="Model folder or Hub id (a trained head, or a bare encoder); default: all-MiniLM-L6-v2 alone.")
-    parser.add_argument("--data", help="BEIR folder or datasets source (Hub id / folder with corpus, queries, qrels configs); default: the demo dataset.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model", help="Model folder or Hub id (a trained head, or a bare encoder); default: all-MiniLM-L6-v2 alone."
+    )
+    parser.add_argument(
+        "--data",
+        help="BEIR folder or datasets source (Hub id / folder with corpus, queries, qrels configs); default: the demo dataset.",
+    )
     parser.add_argument("--split", default="test", help="qrels split to evaluate.")
-    parser.add_argument("--train-split", default="auto", help="qrels split whose positives define seen/unseen slices ('auto': 'train' if present; 'none': no slices).")
-    parser.add_argument("--train-qrels", help="A qrels .tsv (query-id, corpus-id, score) of the training data, if it is not a split of --data.")
-    parser.add_argument("--dev-split", default="auto", help="qrels split for choosing the convex fusion weight ('auto': 'dev'/'validation' if present; 'none').")
-    parser.add_argument("--fusion", choices=("auto", "convex", "rrf"), default="auto", help="Hybrid fusion: convex min-max (weight tuned on the dev split), reciprocal rank fusion, or auto (convex if a dev split exists, else RRF).")
-    parser.add_argument("--fusion-weight", type=float, help="Fixed dense weight in [0, 1] for convex fusion (skips tuning).")
+    parser.add_argument(
+        "--train-split",
+        default="auto",
+        help="qrels split whose positives define seen/unseen slices ('auto': 'train' if present; 'none': no slices).",
+    )
+    parser.add_argument(
+        "--train-qrels",
+        help="A qrels .tsv (query-id, corpus-id, score) of the training data, if it is not a split of --data.",
+    )
+    parser.add_argument(
+        "--dev-split",
+        default="auto",
+        help="qrels split for choosing the convex fusion weight ('auto': 'dev'/'validation' if present; 'none').",
+    )
+    parser.add_argument(
+        "--fusion",
+        choices=("auto", "convex", "rrf"),
+        default="auto",
+        help="Hybrid fusion: convex min-max (weight tuned on the dev split), reciprocal rank fusion, or auto (convex if a dev split exists, else RRF).",
+    )
+    parser.add_argument(
+        "--fusion-weight", type=float, help="Fixed dense weight in [0, 1] for convex fusion (skips tuning)."
+    )
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant k.")
-    parser.add_argument("--query-prompt", help="Instruction prepended to queries (e.g. for INSTRUCTOR-style encoders); default: the model's 'query' prompt.")
-    parser.add_argument("--document-prompt", help="Instruction prepended to documents; default: the model's 'document'/'passage'/'corpus' prompt.")
-    parser.add_argument("--depth", type=int, default=1000, help="Documents retrieved per query (Recall@1000 needs 1000).")
+    parser.add_argument(
+        "--query-prompt",
+        help="Instruction prepended to queries (e.g. for INSTRUCTOR-style encoders); default: the model's 'query' prompt.",
+    )
+    parser.add_argument(
+        "--document-prompt",
+        help="Instruction prepended to documents; default: the model's 'document'/'passage'/'corpus' prompt.",
+    )
+    parser.add_argument(
+        "--depth", type=int, default=1000, help="Documents retrieved per query (Recall@1000 needs 1000)."
+    )
     parser.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (Anserini's BEIR default).")
     parser.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (Anserini's BEIR default).")
-    parser.add_argument("--search", choices=("exact", "faiss"), default="exact", help="Dense search: exact chunked top-k (torch) or FAISS (optional extra 'faiss').")
-    parser.add_argument("--faiss-index", default="Flat", help="FAISS index_factory string ('Flat' is exact; e.g. 'IVF4096,Flat' is approximate).")
+    parser.add_argument(
+        "--search",
+        choices=("exact", "faiss"),
+        default="exact",
+        help="Dense search: exact chunked top-k (torch) or FAISS (optional extra 'faiss').",
+    )
+    parser.add_argument(
+        "--faiss-index",
+        default="Flat",
+        help="FAISS index_factory string ('Flat' is exact; e.g. 'IVF4096,Flat' is approximate).",
+    )
     parser.add_argument("--query-chunk", type=int, default=512, help="Queries scored per block in exact search.")
     parser.add_argument("--doc-chunk", type=int, default=16384, help="Documents scored per block in exact search.")
-    parser.add_argument("--batch-size", type=int, default=64, help="Encoder batch size for texts not in the embedding cache.")
-    parser.add_argument("--cache-dir", help="Embedding cache root (default: $FROZEN_HEAD_CACHE or ~/.cache/frozen-head/embeddings).")
-    parser.add_argument("--trust-remote-code", action="store_true", help="Allow the model's custom module code (a saved projection head needs it).")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="Encoder batch size for texts not in the embedding cache."
+    )
+    parser.add_argument(
+        "--cache-dir", help="Embedding cache root (default: $FROZEN_HEAD_CACHE or ~/.cache/frozen-head/embeddings)."
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Allow the model's custom module code (a saved projection head needs it).",
+    )
     parser.add_argument("--device", help="torch device for the encoder (default: sentence-transformers' choice).")
     parser.add_argument("--resamples", type=int, default=10000, help="Resamples of the paired randomisation test.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the significance test and of the non-relevant pair sample.")
-    parser.add_argument("--output-dir", help="Where JSON and plots go (default: <model dir>/evaluation for a local model, else runs/evaluation/<model name>).")
-    parser.add_argument("--card", action="store_true", help="Also write the table and plots into the local model's card (README.md).")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the significance test and of the non-relevant pair sample."
+    )
+    parser.add_argument(
+        "--output-dir",
+        help="Where JSON and plots go (default: <model dir>/evaluation for a local model, else runs/evaluation/<model name>).",
+    )
+    parser.add_argument(
+        "--card", action="store_true", help="Also write the table and plots into the local model's card (README.md)."
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     return parser.parse_args(argv)
 
@@ -92,7 +149,10 @@ def card_results(results: dict[str, Any]) -> dict[str, Any]:
     counts = results["slices"]
     systems = {
         name: {
-            slice_name: {**{metric.lower(): value for metric, value in values.items()}, "num_queries": counts[slice_name]}
+            slice_name: {
+                **{metric.lower(): value for metric, value in values.items()},
+                "num_queries": counts[slice_name],
+            }
             for slice_name, values in slices.items()
         }
         for name, slices in results["systems"].items()
@@ -161,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepared = prepare(config)
         if add_evaluation is not None and not has_head(prepared.model):
-            raise ValueError(f"--card: {args.model} has no projection head, so there is no trained row to put on a card.")
+            raise ValueError(
+                f"--card: {args.model} has no projection head, so there is no trained row to put on a card."
+            )
         output_dir.mkdir(parents=True, exist_ok=True)
     except (DataError, ModelError, ValueError, ImportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -170,12 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     json_path = write_json(results, output_dir / f"{results['dataset']['name']}-{args.split}.json")
     print(render(results))
     print(f"Results: {json_path}\nPlots: {', '.join(results['plots'])}", file=sys.stderr)
-    print(f"Wall time {results['wall_time_s']:.1f} s, peak RSS {results['peak_rss_mb']:.0f} MB, {results['encoder_calls']} texts encoded.", file=sys.stderr)
+    print(
+        f"Wall time {results['wall_time_s']:.1f} s, peak RSS {results['peak_rss_mb']:.0f} MB, {results['encoder_calls']} texts encoded.",
+        file=sys.stderr,
+    )
     if add_evaluation is not None:
         try:
             readme = add_evaluation(args.model, card_results(results), [Path(p) for p in results["plots"]])
         except (OSError, ValueError) as error:
-            print(f"error: --card: the results are in {json_path}, but the card was not updated: {error}", file=sys.stderr)
+            print(
+                f"error: --card: the results are in {json_path}, but the card was not updated: {error}", file=sys.stderr
+            )
             return 1
         print(f"Card: {readme}", file=sys.stderr)
     return 0

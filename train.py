@@ -23,28 +23,78 @@ from modeling.projection_head import INITS, KINDS  # noqa: E402
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--data", help="BEIR folder, datasets Hub id/folder, or CSV/JSONL/Parquet file (default: the demo catalogue)")
-    data.add_argument("--dev-fraction", type=float, default=0.1, help="share of training queries held out for dev when the data has no dev split (default 0.1)")
+    data.add_argument(
+        "--data", help="BEIR folder, datasets Hub id/folder, or CSV/JSONL/Parquet file (default: the demo catalogue)"
+    )
+    data.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="share of training queries held out for dev when the data has no dev split (default 0.1)",
+    )
     model = parser.add_argument_group("model")
-    model.add_argument("--encoder", help="sentence-transformers encoder path or Hub id (default: all-MiniLM-L6-v2, offline)")
+    model.add_argument(
+        "--encoder", help="sentence-transformers encoder path or Hub id (default: all-MiniLM-L6-v2, offline)"
+    )
     model.add_argument("--kind", choices=KINDS, default="linear", help="head kind (default linear)")
-    model.add_argument("--placement", choices=("query", "symmetric"), default="query", help="query: head on queries only, corpus index stays valid (default); symmetric: both sides")
-    model.add_argument("--out-dim", type=int, help="output dimension (smaller than the encoder's needs --placement symmetric)")
-    model.add_argument("--init", choices=INITS, help="head initialisation (default: identity, or PCA for a reduced head)")
+    model.add_argument(
+        "--placement",
+        choices=("query", "symmetric"),
+        default="query",
+        help="query: head on queries only, corpus index stays valid (default); symmetric: both sides",
+    )
+    model.add_argument(
+        "--out-dim", type=int, help="output dimension (smaller than the encoder's needs --placement symmetric)"
+    )
+    model.add_argument(
+        "--init", choices=INITS, help="head initialisation (default: identity, or PCA for a reduced head)"
+    )
     training = parser.add_argument_group("training")
-    training.add_argument("--loss", choices=("mnrl", "cosine-mse", "contrastive"), default="mnrl", help="mnrl: in-batch ranking (default); cosine-mse: MSE of cosine vs 0/1 labels; contrastive")
-    training.add_argument("--hard-negatives", type=int, default=0, help="hard negatives per pair mined with the frozen encoder (mnrl only; default 0)")
-    training.add_argument("--learning-rate", type=float, nargs="+", help="one or more learning rates; several are tried and the best on dev kept (default: 3e-4 1e-3 3e-3)")
-    training.add_argument("--epochs", type=int, default=20, help="epochs per learning rate; the best epoch on dev is kept (default 20)")
+    training.add_argument(
+        "--loss",
+        choices=("mnrl", "cosine-mse", "contrastive"),
+        default="mnrl",
+        help="mnrl: in-batch ranking (default); cosine-mse: MSE of cosine vs 0/1 labels; contrastive",
+    )
+    training.add_argument(
+        "--hard-negatives",
+        type=int,
+        default=0,
+        help="hard negatives per pair mined with the frozen encoder (mnrl only; default 0)",
+    )
+    training.add_argument(
+        "--learning-rate",
+        type=float,
+        nargs="+",
+        help="one or more learning rates; several are tried and the best on dev kept (default: 3e-4 1e-3 3e-3)",
+    )
+    training.add_argument(
+        "--epochs", type=int, default=20, help="epochs per learning rate; the best epoch on dev is kept (default 20)"
+    )
     training.add_argument("--batch-size", type=int, default=64, help="per-process batch size (default 64)")
-    training.add_argument("--weight-decay", type=float, nargs="+", help="one or more decays of the head's change, a pull back toward its identity start; several are tried and the best on dev kept (default: 0 1)")
+    training.add_argument(
+        "--weight-decay",
+        type=float,
+        nargs="+",
+        help="one or more decays of the head's change, a pull back toward its identity start; several are tried and the best on dev kept (default: 0 1)",
+    )
     training.add_argument("--scale", type=float, default=20.0, help="mnrl similarity scale, 1/temperature (default 20)")
-    training.add_argument("--no-interpolate", action="store_true", help="keep the trained head as is instead of the dev-best interpolation between it and the identity (0.25/0.5/0.75/1)")
-    training.add_argument("--no-refit", action="store_true", help="when the dev split was carved from the training data, do not retrain on all of it with the chosen settings")
+    training.add_argument(
+        "--no-interpolate",
+        action="store_true",
+        help="keep the trained head as is instead of the dev-best interpolation between it and the identity (0.25/0.5/0.75/1)",
+    )
+    training.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="when the dev split was carved from the training data, do not retrain on all of it with the chosen settings",
+    )
     training.add_argument("--seed", type=int, default=0)
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", help="where the model goes (default: runs/<data>-<kind>-<placement>)")
-    out.add_argument("--cache-dir", help="embedding cache folder (default: ~/.cache/frozen-head/embeddings or $FROZEN_HEAD_CACHE)")
+    out.add_argument(
+        "--cache-dir", help="embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)"
+    )
     out.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     out.add_argument("--push-to-hub", metavar="ORG/NAME", help="push the trained model to this Hub repo")
     out.add_argument("--private", action="store_true", help="make the pushed repo private")
@@ -102,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(source.rstrip("/")).name
     output_dir = Path(args.output_dir or Path("runs") / f"{name}-{args.kind}-{args.placement}")
     if output_dir.exists() and any(output_dir.glob("modules.json")) and not args.resume:
-        print(f"note: {output_dir} holds a model; it will be overwritten (trials are retrained; use --resume to reuse them)")
+        print(
+            f"note: {output_dir} holds a model; it will be overwritten (trials are retrained; use --resume to reuse them)"
+        )
     settings = TrainSettings(
         output_dir=output_dir,
         encoder=args.encoder,
@@ -124,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         refit=not args.no_refit,
         show_progress=not args.quiet,
     )
-    print(f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)")
+    print(
+        f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)"
+    )
     try:
         summary = train(data, settings, card_hook=_card_hook())
         _finish_distributed()
@@ -138,14 +192,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print()
     print(results_table(summary))
-    chosen = "kept the identity (no trial beat the bare encoder on dev)" if summary.kept_identity else (
-        f"learning rate {summary.chosen_learning_rate:g}, weight decay {summary.chosen_weight_decay:g}, "
-        f"epoch {summary.chosen_epoch:.0f}, "
-        f"interpolation {summary.interpolation:g} of the way from the identity to the trained head"
+    chosen = (
+        "kept the identity (no trial beat the bare encoder on dev)"
+        if summary.kept_identity
+        else (
+            f"learning rate {summary.chosen_learning_rate:g}, weight decay {summary.chosen_weight_decay:g}, "
+            f"epoch {summary.chosen_epoch:.0f}, "
+            f"interpolation {summary.interpolation:g} of the way from the identity to the trained head"
+        )
     )
     refit = "; then retrained on train + dev with these settings" if summary.refit_on_dev else ""
     print(f"\nchosen on dev: {chosen}{refit}; collapse guard: {summary.guard}")
-    print(f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s")
+    print(
+        f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s"
+    )
     print(f"model saved to {output_dir.resolve()}")
     print(f"load it with SentenceTransformer({str(output_dir)!r}, trust_remote_code=True)")
     print(f"evaluate it: python evaluate.py --model {output_dir} --data {source}")

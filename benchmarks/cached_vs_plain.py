@@ -95,7 +95,11 @@ def main() -> None:
     config = {"learning_rate": 1e-3, "batch_size": 32}
     rows = []
     for epochs in args.epochs:
-        results = {mode: run(mode, data, epochs, config, Path(args.output)) for mode in args.modes if not (mode == "plain-dropout-on" and epochs != max(args.epochs))}
+        results = {
+            mode: run(mode, data, epochs, config, Path(args.output))
+            for mode in args.modes
+            if not (mode == "plain-dropout-on" and epochs != max(args.epochs))
+        }
         cached = results["cached"]
         for mode, result in results.items():
             drift = max((result["state"][k] - cached["state"][k]).abs().max().item() for k in cached["state"])
@@ -105,9 +109,13 @@ def main() -> None:
                          "delta_vs_cached": round(result["best_dev"] - cached["best_dev"], 4),
                          "max_head_weight_diff": drift})  # fmt: skip
             print(rows[-1], flush=True)
-    print("\n| epochs | mode | seconds | x cached | dev nDCG@10 | - cached | max head weight diff |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| epochs | mode | seconds | x cached | dev nDCG@10 | - cached | max head weight diff |\n|---|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['epochs']} | {r['mode']} | {r['seconds']} | {r['time_vs_cached']} | {r['dev_ndcg@10']} | {r['delta_vs_cached']:+.4f} | {r['max_head_weight_diff']:.2e} |")
+        print(
+            f"| {r['epochs']} | {r['mode']} | {r['seconds']} | {r['time_vs_cached']} | {r['dev_ndcg@10']} | {r['delta_vs_cached']:+.4f} | {r['max_head_weight_diff']:.2e} |"
+        )
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "results.json").write_text(json.dumps(rows, indent=2))
 

@@ -92,7 +92,9 @@ def main() -> None:
         print(name, rows[name], flush=True)
     print("\n| variant | all | seen | unseen | dev | lr | epoch |\n|---|---|---|---|---|---|---|")
     for name, row in rows.items():
-        print(f"| {name} | {row['all']:.4f} | {row['seen']:.4f} | {row['unseen']:.4f} | {row.get('dev', float('nan')):.4f} | {row.get('lr')} | {row.get('epoch')} |")
+        print(
+            f"| {name} | {row['all']:.4f} | {row['seen']:.4f} | {row['unseen']:.4f} | {row.get('dev', float('nan')):.4f} | {row.get('lr')} | {row.get('epoch')} |"
+        )
     Path(args.output).mkdir(parents=True, exist_ok=True)
     (Path(args.output) / "results.json").write_text(json.dumps(rows, indent=2))
 

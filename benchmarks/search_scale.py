@@ -48,7 +48,9 @@ def in_memory(count: int, dim: int, seed: int) -> torch.Tensor:
 
 def brute_force(queries: torch.Tensor, documents, k: int, chunk: int = 65536) -> torch.return_types.topk:
     """Full score rows (queries x every document), then a single topk: the reference the running merge must match."""
-    rows = torch.cat([queries @ prepare(documents[s : s + chunk], "dot").T for s in range(0, len(documents), chunk)], dim=1)
+    rows = torch.cat(
+        [queries @ prepare(documents[s : s + chunk], "dot").T for s in range(0, len(documents), chunk)], dim=1
+    )
     return rows.topk(k, dim=1)
 
 
@@ -62,8 +64,15 @@ def main() -> None:
     parser.add_argument("--query-chunk", type=int, default=512, help="Queries per block.")
     parser.add_argument("--sample", type=int, default=20, help="Queries checked against the brute-force reference.")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default).")
-    parser.add_argument("--storage", choices=("memory", "disk"), default="memory", help="Corpus as one tensor, or a .npy file read by blocks.")
-    parser.add_argument("--workdir", help="Folder for the --storage disk file (default: a temporary folder, removed after).")
+    parser.add_argument(
+        "--storage",
+        choices=("memory", "disk"),
+        default="memory",
+        help="Corpus as one tensor, or a .npy file read by blocks.",
+    )
+    parser.add_argument(
+        "--workdir", help="Folder for the --storage disk file (default: a temporary folder, removed after)."
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,7 +84,9 @@ def main() -> None:
         documents = in_memory(args.documents, args.dim, seed=1)
     else:
         path = Path(temporary.name) / "documents.npy"
-        documents = NpyMatrix(write_npy_blocks(path, unit_blocks(args.documents, args.dim, seed=1), args.documents, args.dim))
+        documents = NpyMatrix(
+            write_npy_blocks(path, unit_blocks(args.documents, args.dim, seed=1), args.documents, args.dim)
+        )
     queries = in_memory(args.queries, args.dim, seed=2)
     generation_s, rss_after_data = time.perf_counter() - clock, peak_rss_mb()
 
@@ -86,7 +97,9 @@ def main() -> None:
     sample = torch.randperm(args.queries, generator=torch.Generator().manual_seed(3))[: args.sample]
     reference = brute_force(queries[sample], documents, args.k)
     temporary.cleanup()
-    same_set = [set(indices[q].tolist()) == set(reference.indices[row].tolist()) for row, q in enumerate(sample.tolist())]
+    same_set = [
+        set(indices[q].tolist()) == set(reference.indices[row].tolist()) for row, q in enumerate(sample.tolist())
+    ]
     same_order = (indices[sample] == reference.indices).float().mean().item()
     report = {
         "documents": args.documents,
@@ -109,7 +122,9 @@ def main() -> None:
         "sample_same_rank_fraction": same_order,
         "sample_max_abs_score_diff": (scores[sample] - reference.values).abs().max().item(),
         # rank swaps are allowed only between (near-)tied scores: float sums differ in the last bits between shapes
-        "sample_rank_swaps_beyond_1e-6": int(((indices[sample] != reference.indices) & ((scores[sample] - reference.values).abs() > 1e-6)).sum()),
+        "sample_rank_swaps_beyond_1e-6": int(
+            ((indices[sample] != reference.indices) & ((scores[sample] - reference.values).abs() > 1e-6)).sum()
+        ),
     }
     print(json.dumps(report, indent=1))
 

@@ -131,7 +131,9 @@ class HeadModelCardData(SentenceTransformerModelCardData):
         snippet = super().generate_usage_snippet()
         patched, count = _CONSTRUCTOR.subn(r"SentenceTransformer(\1, trust_remote_code=True)", snippet)
         if count == 0:  # the library changed its snippet: say it plainly rather than ship a snippet that fails
-            patched = snippet.replace("```python\n", "```python\n# Load with SentenceTransformer(..., trust_remote_code=True)\n", 1)
+            patched = snippet.replace(
+                "```python\n", "```python\n# Load with SentenceTransformer(..., trust_remote_code=True)\n", 1
+            )
         return patched
 
 
@@ -168,12 +170,19 @@ def _metrics_table(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return ""
     columns = metrics if all(isinstance(value, dict) for value in metrics.values()) else {"Value": metrics}
-    names = list(dict.fromkeys(key for values in columns.values() for key, value in values.items() if isinstance(value, (int, float))))
+    names = list(
+        dict.fromkeys(
+            key for values in columns.values() for key, value in values.items() if isinstance(value, (int, float))
+        )
+    )
     if not names:
         return ""
     lines = ["| Metric | " + " | ".join(columns) + " |", "|:--|" + "--:|" * len(columns)]
     for name in names:
-        cells = [f"{float(values[name]):.4f}" if isinstance(values.get(name), (int, float)) else "–" for values in columns.values()]
+        cells = [
+            f"{float(values[name]):.4f}" if isinstance(values.get(name), (int, float)) else "–"
+            for values in columns.values()
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -47,7 +47,9 @@ def add_evaluation(model_dir: str | Path, results: dict[str, Any], plots: Iterab
     model_dir = Path(model_dir)
     readme = model_dir / "README.md"
     if not readme.is_file():
-        raise FileNotFoundError(f"{readme} does not exist: save the model (which writes its card) before adding the evaluation.")
+        raise FileNotFoundError(
+            f"{readme} does not exist: save the model (which writes its card) before adding the evaluation."
+        )
     trained = _slices((results.get("systems") or {}).get("trained"))
     if not trained.get("all"):
         raise ValueError("results['systems']['trained']['all'] is missing: there is no score of this model to report.")
@@ -95,7 +97,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
             row += [_fmt(theirs), _delta(mine, theirs)]
         lines.append(_row(row))
     if p_values:
-        lines.append(_row([f"p ({p_metric})", ""] + [col for name in others for col in ("", _p(p_values, name, "all"))]))
+        lines.append(
+            _row([f"p ({p_metric})", ""] + [col for name in others for col in ("", _p(p_values, name, "all"))])
+        )
         lines += ["", f"p: {test} on per-query {p_metric}; below {ALPHA}, the difference is unlikely to be chance."]
 
     sliced = [s for s in ("seen", "unseen") if _number((systems["trained"].get(s) or {}).get(MAIN_METRIC)) is not None]
@@ -109,7 +113,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
         )
         lines.append("")
         p_column = ("p",) if p_values else ()
-        header = ["Queries", "n", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}", *p_column)]
+        header = ["Queries", "n", SYSTEMS["trained"]] + [
+            col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}", *p_column)
+        ]
         lines += _table_header(header)
         for slice_name in ["all", *sliced]:
             mine_slice = systems["trained"].get(slice_name) or {}
@@ -139,7 +145,9 @@ def replace_section(text: str, section: str) -> str:
     return replace_block(text, EVALUATION_START, EVALUATION_END, section, insert_before=_INSERT_BEFORE)
 
 
-def replace_block(text: str, start_marker: str, end_marker: str, content: str, insert_before: tuple[str, ...] = ()) -> str:
+def replace_block(
+    text: str, start_marker: str, end_marker: str, content: str, insert_before: tuple[str, ...] = ()
+) -> str:
     """Replace what lies between two markers; without them, insert before the first of ``insert_before`` (or not at all)."""
     block = f"{start_marker}\n{content.strip()}\n{end_marker}" if content.strip() else f"{start_marker}\n{end_marker}"
     start, end = text.find(start_marker), text.find(end_marker)
@@ -162,7 +170,9 @@ def render_summary(results: dict[str, Any]) -> str:
     if value is None:
         return ""
     label, n = METRICS[MAIN_METRIC], mine["all"].get("num_queries")
-    where = f"{results.get('dataset', 'the test set')}, {results.get('split', 'test')} split" + (f", {n:,} queries" if isinstance(n, int) else "")
+    where = f"{results.get('dataset', 'the test set')}, {results.get('split', 'test')} split" + (
+        f", {n:,} queries" if isinstance(n, int) else ""
+    )
     against = [
         f"{_fmt(_number(systems[name]['all'].get(MAIN_METRIC)))} for {SYSTEMS[name] if name == 'bm25' else _describe(name, {})}"
         for name in ("base", "bm25", "hybrid")
@@ -175,6 +185,8 @@ def render_summary(results: dict[str, Any]) -> str:
     )
     caveat = _slice_caveat(systems, results.get("p_values") or {})
     return f"> {text}{' ' + caveat if caveat else ''} Details in [Evaluation](#evaluation)."
+
+
 def update_model_index(card: ModelCard, results: dict[str, Any], fallback_name: str) -> None:
     """Replace this dataset/split's information-retrieval entries in the card's ``model-index``."""
     dataset, split = str(results.get("dataset", "unknown")), str(results.get("split", "test"))
@@ -280,7 +292,11 @@ def _describe(name: str, results: dict[str, Any]) -> str:
     if name == "base":
         return f"the bare base encoder ({results['encoder']})" if results.get("encoder") else "the bare base encoder"
     if name == "hybrid":
-        return f"a hybrid ({results['hybrid_description']})" if results.get("hybrid_description") else "a hybrid of this model and BM25"
+        return (
+            f"a hybrid ({results['hybrid_description']})"
+            if results.get("hybrid_description")
+            else "a hybrid of this model and BM25"
+        )
     return SYSTEMS[name]
 
 

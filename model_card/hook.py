@@ -46,7 +46,8 @@ def training_info(summary: Any) -> dict[str, Any]:
         "num_queries": get("num_train_queries"),
         "dev_queries": get("num_dev_queries"),
         "learning_rates_tried": list(dict.fromkeys(trial.get("learning_rate") for trial in trials)) or None,
-        "weight_decays_tried": list(dict.fromkeys(trial["weight_decay"] for trial in trials if "weight_decay" in trial)) or None,
+        "weight_decays_tried": list(dict.fromkeys(trial["weight_decay"] for trial in trials if "weight_decay" in trial))
+        or None,
         "learning_rate": get("chosen_learning_rate"),
         "weight_decay": get("chosen_weight_decay"),
         "best_epoch": get("chosen_epoch"),
@@ -55,7 +56,10 @@ def training_info(summary: Any) -> dict[str, Any]:
         "training_time": f"{get('seconds'):.0f} s" if isinstance(get("seconds"), (int, float)) else None,
         "collapse_guard_verdict": get("guard") or None,
         "dev_metrics": {"This model": get("trained_dev") or {}, "Base encoder": get("base_dev") or {}},
-        "trials": [{**trial, "guard": ("stopped: " if trial.get("stopped") else "") + str(trial.get("guard", ""))} for trial in trials],
+        "trials": [
+            {**trial, "guard": ("stopped: " if trial.get("stopped") else "") + str(trial.get("guard", ""))}
+            for trial in trials
+        ],
         "kept_identity": kept_identity,
         "interpolation_toward_trained_head": get("interpolation"),
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,

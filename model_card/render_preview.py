@@ -34,7 +34,11 @@ def render(model_dir: Path) -> str:
     card = ModelCard.load(model_dir / "README.md")
     body = markdown.markdown(_unindent_tables(card.text), extensions=["tables", "fenced_code", "md_in_html"])
     meta = card.data.to_dict()
-    facts = [(key, meta[key]) for key in ("library_name", "pipeline_tag", "base_model", "license", "language") if meta.get(key)]
+    facts = [
+        (key, meta[key])
+        for key in ("library_name", "pipeline_tag", "base_model", "license", "language")
+        if meta.get(key)
+    ]
     sidebar = "".join(f"<div><b>{html.escape(key)}</b><br>{html.escape(str(value))}</div>" for key, value in facts)
     tags = "".join(f'<span class="tag">{html.escape(tag)}</span>' for tag in meta.get("tags") or [])
     base = (model_dir.resolve().as_uri()) + "/"
@@ -62,8 +66,20 @@ def screenshot(page: Path, png: Path, height: int = 3000) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("chromium not found: install it (apt-get install chromium) or drop --png.")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-    flags += ["--disable-sync", "--no-first-run", "--hide-scrollbars", f"--window-size=1200,{height}", f"--screenshot={png}"]
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+    ]
+    flags += [
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--window-size=1200,{height}",
+        f"--screenshot={png}",
+    ]
     subprocess.run([browser, *flags, page.resolve().as_uri()], check=True, capture_output=True, timeout=120)
 
 

@@ -48,7 +48,9 @@ class CachedEmbeddingInput(InputModule):
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> CachedEmbeddingInput:
-        hub_kwargs = {key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs}
+        hub_kwargs = {
+            key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs
+        }
         return cls(**cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs))
 
 

@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from modeling.embedding_cache import DEFAULT_CACHE_ROOT
+from modeling.embedding_cache import PROJECT_HOME
 
 VERSION = 3
 CATEGORIES = {
@@ -42,7 +42,11 @@ COLOURS = {
     "white": ["ivory", "snow"],
     "grey": ["charcoal", "slate"],
 }
-AUDIENCES = {"men": ["for him", "for a guy"], "women": ["for her", "for a lady"], "kids": ["for the little ones", "for children"]}
+AUDIENCES = {
+    "men": ["for him", "for a guy"],
+    "women": ["for her", "for a lady"],
+    "kids": ["for the little ones", "for children"],
+}
 BRANDS = ["Northwind", "Kestrel", "Tundra", "Solace", "Acme"]
 FEATURES = [
     "Lightweight and durable for everyday use.",
@@ -137,7 +141,7 @@ def write_demo_dataset(folder: str | Path, seed: int = 13) -> Path:
 
 def demo_dataset_path(root: str | Path | None = None) -> Path:
     """The demo dataset's folder, written on first use under the project's cache."""
-    folder = Path(root or DEFAULT_CACHE_ROOT.parent / "demo") / f"catalogue-v{VERSION}"
+    folder = Path(root or PROJECT_HOME / "demo") / f"catalogue-v{VERSION}"
     if not (folder / "qrels" / "test.tsv").is_file():
         write_demo_dataset(folder)
     return folder

@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
-DEFAULT_CACHE_ROOT = Path(os.environ.get("FROZEN_HEAD_CACHE", Path.home() / ".cache" / "frozen-head" / "embeddings"))
+PROJECT_HOME = Path(os.environ.get("FROZEN_HEAD_HOME", Path.home() / ".cache" / "frozen-head"))  # cache + demo data
+DEFAULT_CACHE_ROOT = Path(os.environ.get("FROZEN_HEAD_CACHE", PROJECT_HOME / "embeddings"))
 
 
 def encoder_fingerprint(prefix: SentenceTransformer) -> str:

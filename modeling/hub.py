@@ -94,12 +94,16 @@ def push_model(
         stage(folder, files, Path(staging), repo_id)
         _refuse_secret(Path(staging), token)
         ModelCard.load(Path(staging) / "README.md")  # the card's YAML must parse before anything is sent
-        logger.info("Pushing %d files from %s to %s (%s).", len(files), folder, repo_id, "private" if private else "public")
+        logger.info(
+            "Pushing %d files from %s to %s (%s).", len(files), folder, repo_id, "private" if private else "public"
+        )
         try:
             api = HfApi(token=token)
             api.create_repo(repo_id, private=private or None, exist_ok=True)  # None: the account's default
             if private and not api.model_info(repo_id).private:
-                raise PushError(f"{repo_id} already exists and is public; it was asked to be private, so nothing was uploaded.")
+                raise PushError(
+                    f"{repo_id} already exists and is public; it was asked to be private, so nothing was uploaded."
+                )
             commit = api.upload_folder(
                 repo_id=repo_id,
                 folder_path=staging,
@@ -110,7 +114,9 @@ def push_model(
             message = _scrub(f"{type(error).__name__}: {error}", token)
             status = getattr(getattr(error, "response", None), "status_code", None)
             if status in (401, 403):
-                message += f"\nCheck that your token (HF_TOKEN or `hf auth login`) may write to {repo_id.split('/')[0]}."
+                message += (
+                    f"\nCheck that your token (HF_TOKEN or `hf auth login`) may write to {repo_id.split('/')[0]}."
+                )
             raise PushError(
                 f"Pushing {folder} to {repo_id} failed: {message}\n"
                 f"The local model in {folder} is intact: nothing in it was changed.\n"
@@ -128,7 +134,9 @@ def preflight(repo_id: str, *, token: str | None = None) -> str:
     from huggingface_hub import constants, get_token
 
     if not _REPO_ID.fullmatch(repo_id):
-        raise ValueError(f"Repo id must look like 'org/name' (your user or organisation, then the model name), got {repo_id!r}.")
+        raise ValueError(
+            f"Repo id must look like 'org/name' (your user or organisation, then the model name), got {repo_id!r}."
+        )
     if constants.is_offline_mode():
         raise ValueError("HF_HUB_OFFLINE is set, so nothing can be pushed: run again with HF_HUB_OFFLINE=0.")
     token = token or get_token()
@@ -152,17 +160,28 @@ def model_files(folder: Path) -> list[str]:
             module_dirs = [entry["path"] for entry in modules if entry.get("path")]
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"modules.json is not a sentence-transformers module list ({error})")
-        problems += [f"module folder {path}/ named in modules.json is missing" for path in module_dirs if not (folder / path).is_dir()]
-    types = "".join(path.read_text() for path in folder.rglob("*.json") if path.name in ("modules.json", "router_config.json"))
+        problems += [
+            f"module folder {path}/ named in modules.json is missing"
+            for path in module_dirs
+            if not (folder / path).is_dir()
+        ]
+    types = "".join(
+        path.read_text() for path in folder.rglob("*.json") if path.name in ("modules.json", "router_config.json")
+    )
     if "transformers_modules." in types:
-        problems.append("a module type points into transformers_modules (a re-saved remote-code model); save it with modeling.save_model")
+        problems.append(
+            "a module type points into transformers_modules (a re-saved remote-code model); save it with modeling.save_model"
+        )
     if not list(folder.glob("*.safetensors")):
         problems.append("no *.safetensors encoder weights at the top of the folder")
-    if not any(path.name.endswith(".safetensors") for directory in module_dirs for path in (folder / directory).rglob("*")):
+    if not any(
+        path.name.endswith(".safetensors") for directory in module_dirs for path in (folder / directory).rglob("*")
+    ):
         problems.append("no *.safetensors head weights in the module folders")
     if problems:
         raise ValueError(
-            f"{folder} is not a complete model, so nothing was pushed:\n- " + "\n- ".join(problems)
+            f"{folder} is not a complete model, so nothing was pushed:\n- "
+            + "\n- ".join(problems)
             + "\nSave the model with modeling.save_model (train.py does) and push again."
         )
     files = {path.name for path in folder.iterdir() if path.is_file() and _matches(path.name, ROOT_FILES)}
@@ -170,7 +189,11 @@ def model_files(folder: Path) -> list[str]:
         for path in (folder / directory).rglob("*"):
             if path.is_file() and _matches(path.name, MODULE_FILES):
                 files.add(path.relative_to(folder).as_posix())
-    files.update(p.relative_to(folder).as_posix() for p in folder.glob("evaluation/*") if _matches(p.relative_to(folder).as_posix(), PLOT_FILES))
+    files.update(
+        p.relative_to(folder).as_posix()
+        for p in folder.glob("evaluation/*")
+        if _matches(p.relative_to(folder).as_posix(), PLOT_FILES)
+    )
     return sorted(files)
 
 
@@ -180,7 +203,9 @@ def stage(folder: Path, files: list[str], staging: Path, repo_id: str) -> None:
         target = staging / name
         target.parent.mkdir(parents=True, exist_ok=True)
         if name == "README.md":
-            target.write_text((folder / name).read_text(encoding="utf8").replace(MODEL_ID_PLACEHOLDER, repo_id), encoding="utf8")
+            target.write_text(
+                (folder / name).read_text(encoding="utf8").replace(MODEL_ID_PLACEHOLDER, repo_id), encoding="utf8"
+            )
             continue
         try:
             os.link(folder / name, target)
@@ -201,7 +226,9 @@ def _refuse_secret(staging: Path, token: str) -> None:
     secret = token.encode()
     for path in staging.rglob("*"):
         if path.is_file() and not path.name.endswith(".safetensors") and secret in path.read_bytes():
-            raise ValueError(f"{path.relative_to(staging)} contains your Hugging Face token; nothing was pushed. Remove it first.")
+            raise ValueError(
+                f"{path.relative_to(staging)} contains your Hugging Face token; nothing was pushed. Remove it first."
+            )
 
 
 def _scrub(text: str, token: str) -> str:
@@ -219,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     push = commands.add_parser(
         "push",
         help="push MODEL_DIR to the Hub repo ORG/NAME",
-        description="Upload the model files of MODEL_DIR (no checkpoints, caches or logs) to ORG/NAME. " + parser.epilog,
+        description="Upload the model files of MODEL_DIR (no checkpoints, caches or logs) to ORG/NAME. "
+        + parser.epilog,
     )
     push.add_argument("model_dir", metavar="MODEL_DIR", help="folder written by train.py / modeling.save_model")
     push.add_argument("repo_id", metavar="ORG/NAME", help="Hub repo id; created if it does not exist")

@@ -123,7 +123,9 @@ def _collect_qrels(rows: Iterable[tuple[str, Any, Any, Any]], split: str) -> dic
             conflicts.append(f"{qid}/{doc}")
         judged[doc] = grade
     if conflicts:
-        raise DataError(f"qrels {split!r}: {len(conflicts)} (query, document) pair(s) graded twice differently: {_show(conflicts)}.")
+        raise DataError(
+            f"qrels {split!r}: {len(conflicts)} (query, document) pair(s) graded twice differently: {_show(conflicts)}."
+        )
     if not qrels:
         raise DataError(f"qrels {split!r} is empty: no judged queries in this split.")
     if not any(grade > 0 for docs in qrels.values() for grade in docs.values()):
@@ -131,7 +133,9 @@ def _collect_qrels(rows: Iterable[tuple[str, Any, Any, Any]], split: str) -> dic
     return qrels
 
 
-def check_ids(name: str, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], split: str) -> IRData:
+def check_ids(
+    name: str, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]], split: str
+) -> IRData:
     """Every qrels id must exist; keep only the judged queries."""
     unknown_queries = [qid for qid in qrels if qid not in queries]
     unknown_docs = sorted({doc for docs in qrels.values() for doc in docs if doc not in corpus})
@@ -181,7 +185,9 @@ def _tsv_qrels(path: Path) -> Iterator[tuple[str, Any, Any, Any]]:
             if not row or not "".join(row).strip():
                 continue
             if len(row) != 3:
-                raise DataError(f"{path}:{number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {row!r}.")
+                raise DataError(
+                    f"{path}:{number}: expected 3 tab-separated fields (query-id, corpus-id, score), got {row!r}."
+                )
             yield f"{path}:{number}", row[0].strip(), row[1].strip(), row[2].strip()
 
 
@@ -228,7 +234,9 @@ def _qrels_location(source: str, qrels_source: str | None) -> tuple[str, str | N
     configs = _config_names(source)
     missing = [name for name in ("corpus", "queries") if name not in configs]
     if missing:
-        raise DataError(f"{source}: missing config(s) {missing}; a datasets source needs configs 'corpus' and 'queries' (found {configs}).")
+        raise DataError(
+            f"{source}: missing config(s) {missing}; a datasets source needs configs 'corpus' and 'queries' (found {configs})."
+        )
     for config in ("qrels", "default"):
         if config in configs:
             return source, config
@@ -241,7 +249,9 @@ def _split_names(dataset: str, config: str | None) -> list[str]:
     try:
         return list(get_dataset_split_names(dataset, config))
     except Exception as error:
-        raise DataError(f"No qrels found at {dataset!r} (config {config!r}): {type(error).__name__}: {error}.") from None
+        raise DataError(
+            f"No qrels found at {dataset!r} (config {config!r}): {type(error).__name__}: {error}."
+        ) from None
 
 
 def _single_split(source: str, config: str) -> Any:
@@ -271,7 +281,9 @@ def _datasets_qrels(source: str, split: str, qrels_source: str | None) -> dict[s
     missing = [name for name in QRELS_HEADER if name not in rows.column_names]
     if missing:
         raise DataError(f"qrels {split!r} of {dataset}: missing column(s) {missing} (have {rows.column_names}).")
-    return _collect_qrels(((f"qrels row {n}", r["query-id"], r["corpus-id"], r["score"]) for n, r in enumerate(rows)), split)
+    return _collect_qrels(
+        ((f"qrels row {n}", r["query-id"], r["corpus-id"], r["score"]) for n, r in enumerate(rows)), split
+    )
 
 
 def load_datasets_source(source: str, split: str = "test", qrels_source: str | None = None) -> IRData:
@@ -297,7 +309,9 @@ def load_ir_data(source: str | Path, split: str = "test", qrels_source: str | No
     if path.is_dir() and not any(path.iterdir()):
         raise DataError(f"{path} is an empty folder; expected a BEIR folder or a datasets folder.")
     if not path.exists() and (str(source).startswith((".", "/", "~")) or str(source).count("/") > 1):
-        raise DataError(f"{source} does not exist (expected a BEIR folder or a datasets Hub id such as 'mteb/scifact').")
+        raise DataError(
+            f"{source} does not exist (expected a BEIR folder or a datasets Hub id such as 'mteb/scifact')."
+        )
     return load_datasets_source(str(source), split, qrels_source)
 
 
@@ -306,7 +320,9 @@ def load_qrels(source: str | Path, split: str, qrels_source: str | None = None) 
     path = Path(source)
     if path.suffix == ".tsv":
         if not path.is_file():
-            raise DataError(f"qrels file {path} does not exist (expected a TSV with header 'query-id corpus-id score').")
+            raise DataError(
+                f"qrels file {path} does not exist (expected a TSV with header 'query-id corpus-id score')."
+            )
         return _collect_qrels(_tsv_qrels(path), path.stem)
     if is_beir_folder(path):
         if not (path / "qrels" / f"{split}.tsv").is_file():

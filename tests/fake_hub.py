@@ -80,7 +80,9 @@ class FakeHub:
         def handler(request: httpx2.Request) -> httpx2.Response:
             url = request.url
             base = f"{url.scheme}://{url.netloc.decode()}"
-            status, headers, body = self.handle(request.method, url.raw_path.decode(), dict(request.headers), request.read(), base)
+            status, headers, body = self.handle(
+                request.method, url.raw_path.decode(), dict(request.headers), request.read(), base
+            )
             return httpx2.Response(status, headers=headers, content=b"" if request.method == "HEAD" else body)
 
         set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(handler), follow_redirects=True))
@@ -152,7 +154,11 @@ class FakeHub:
                     return _error(401, None, "Invalid credentials in Authorization header")
                 if rest[0] in self.fail_on:
                     return _error(self.fail_on[rest[0]], None, f"fake {rest[0]} failure")
-                return self._preupload(json.loads(body)) if rest[0] == "preupload" else self._commit(repo_id, repo, body, base)
+                return (
+                    self._preupload(json.loads(body))
+                    if rest[0] == "preupload"
+                    else self._commit(repo_id, repo, body, base)
+                )
             if method == "GET" and (not rest or rest[0] == "revision"):
                 return self._info(repo_id, repo, rest[1] if len(rest) > 1 else "main")
             if method == "GET" and rest[:1] == ["tree"] and len(rest) >= 2:
@@ -190,7 +196,9 @@ class FakeHub:
 
     @staticmethod
     def _preupload(payload: dict) -> Response:
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in payload["files"]]
+        files = [
+            {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in payload["files"]
+        ]
         return _json({"files": files})
 
     def _commit(self, repo_id: str, repo: Repo, body: bytes, base: str) -> Response:
@@ -220,7 +228,9 @@ class FakeHub:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         sha, files = found
         siblings = [{"rfilename": path} for path in sorted(files)]
-        return _json({"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private, "siblings": siblings, "tags": []})
+        return _json(
+            {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private, "siblings": siblings, "tags": []}
+        )
 
     @staticmethod
     def _tree(repo: Repo, revision: str, prefix: str, query: dict) -> Response:

@@ -60,7 +60,14 @@ def load_in_subprocess(
     With ``hide_package`` the child runs from a neutral folder with a clean ``sys.path`` (no repo root, no
     PYTHONPATH) and asserts that ``modeling`` cannot be imported: the machine-without-this-package case.
     """
-    spec = {"model": model, "texts": texts, "trust": trust, "hide_package": hide_package, "resave": resave, "repo_root": str(REPO_ROOT)}
+    spec = {
+        "model": model,
+        "texts": texts,
+        "trust": trust,
+        "hide_package": hide_package,
+        "resave": resave,
+        "repo_root": str(REPO_ROOT),
+    }
     child_env = {**os.environ, **(env or {}), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     child_env.update(env or {})
     if hide_package:
@@ -70,7 +77,12 @@ def load_in_subprocess(
         child_env["PYTHONPATH"] = str(REPO_ROOT)
         args = [sys.executable, "-c", SCRIPT, json.dumps(spec)]
     result = subprocess.run(
-        args, capture_output=True, text=True, env=child_env, cwd=cwd or (os.path.dirname(model) if os.path.isdir(model) else None), timeout=300
+        args,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=cwd or (os.path.dirname(model) if os.path.isdir(model) else None),
+        timeout=300,
     )
     if result.returncode != 0:
         raise RuntimeError(f"subprocess failed ({result.returncode}):\n{result.stderr[-4000:]}")

@@ -11,7 +11,12 @@ from modeling.evaluation.plots import plot_metric_change, plot_score_distributio
 from modeling.evaluation.significance import paired_p_value
 from modeling.evaluation.slices import seen_unseen
 
-CORPUS = {"d1": "The cat sat on the mat", "d2": "Dogs bark loudly at night", "d3": "A cat and a dog play", "d4": "Green tea in a cup"}
+CORPUS = {
+    "d1": "The cat sat on the mat",
+    "d2": "Dogs bark loudly at night",
+    "d3": "A cat and a dog play",
+    "d4": "Green tea in a cup",
+}
 
 
 def test_bm25_stems_drops_unmatched_and_reports_settings():
@@ -89,12 +94,16 @@ def test_pair_scores_and_plots(tmp_path):
     queries = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     docs = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0], [-1.0, 0.0]])
     doc_index = {f"d{i}": i for i in range(4)}
-    relevant, non_relevant = pair_scores(queries, docs, ["q0", "q1"], doc_index, {"q0": {"d0": 1}, "q1": {"d1": 2}}, "cosine", 3, seed=0)
+    relevant, non_relevant = pair_scores(
+        queries, docs, ["q0", "q1"], doc_index, {"q0": {"d0": 1}, "q1": {"d1": 2}}, "cosine", 3, seed=0
+    )
     assert relevant.tolist() == pytest.approx([1.0, 1.0])
     assert non_relevant.size >= 2 and (non_relevant < 1.0 - 1e-6).all()
     summary = summarise(relevant, non_relevant)
     assert summary["relevant_mean"] == pytest.approx(1.0) and summary["gap"] > 0
-    scores = plot_score_distributions({"base": (relevant, non_relevant), "trained": (relevant * 0.5, non_relevant)}, tmp_path / "s.png")
+    scores = plot_score_distributions(
+        {"base": (relevant, non_relevant), "trained": (relevant * 0.5, non_relevant)}, tmp_path / "s.png"
+    )
     change = plot_metric_change({"q0": 0.5, "q1": 0.2}, {"q0": 0.1, "q1": 0.4}, ("trained", "base"), tmp_path / "c.png")
     for path in (scores, change):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

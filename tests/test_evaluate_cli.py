@@ -9,15 +9,31 @@ import evaluate
 from modeling import build_model, find_head, save_model
 from tests.test_ir_data import write_jsonl, write_qrels
 
-TOPICS = ["red shoe", "blue boot", "green tea", "coffee mug", "water bottle", "office chair", "kitchen table", "laptop bag"]
+TOPICS = [
+    "red shoe",
+    "blue boot",
+    "green tea",
+    "coffee mug",
+    "water bottle",
+    "office chair",
+    "kitchen table",
+    "laptop bag",
+]
 
 
 def tiny_beir(root):
     """8 documents, test/train/dev queries; test queries 0-3 have train-positive documents (seen), 4-7 do not."""
     root.mkdir(parents=True)
-    write_jsonl(root / "corpus.jsonl", [{"_id": f"d{i}", "title": topic, "text": f"a {topic} for the office"} for i, topic in enumerate(TOPICS)])
+    write_jsonl(
+        root / "corpus.jsonl",
+        [{"_id": f"d{i}", "title": topic, "text": f"a {topic} for the office"} for i, topic in enumerate(TOPICS)],
+    )
     words = {"test": "cheap", "train": "warm", "dev": "small"}
-    queries = [{"_id": f"{split}{i}", "text": f"{topic} {word}"} for split, word in words.items() for i, topic in enumerate(TOPICS)]
+    queries = [
+        {"_id": f"{split}{i}", "text": f"{topic} {word}"}
+        for split, word in words.items()
+        for i, topic in enumerate(TOPICS)
+    ]
     write_jsonl(root / "queries.jsonl", queries)
     write_qrels(root / "qrels" / "test.tsv", [(f"test{i}", f"d{i}", 1 + i % 2) for i in range(8)])
     write_qrels(root / "qrels" / "train.tsv", [(f"train{i}", f"d{i}", 1) for i in range(4)])
@@ -43,13 +59,26 @@ def run_cli(capsys, *args):
 def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     data = tiny_beir(tmp_path / "toy")
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(capsys, "--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--output-dir", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "--model",
+        head_model,
+        "--data",
+        data,
+        "--trust-remote-code",
+        "--cache-dir",
+        cache_root,
+        "--output-dir",
+        out,
+    )
     assert code == 0, stderr
     results = json.loads((out / "toy-test.json").read_text())
     assert set(results["systems"]) == {"trained", "base", "bm25", "hybrid"}
     assert results["slices"] == {"all": 8, "seen": 4, "unseen": 4}
     assert set(results["systems"]["trained"]) == {"all", "seen", "unseen"}
-    assert set(results["p_values"]["vs"]) == {"base", "bm25", "hybrid"} and results["p_values"]["reference"] == "trained"
+    assert (
+        set(results["p_values"]["vs"]) == {"base", "bm25", "hybrid"} and results["p_values"]["reference"] == "trained"
+    )
     assert set(results["per_query"]["bm25"]) == {f"test{i}" for i in range(8)}
     assert results["slice_of_query"]["test0"] == "seen" and results["slice_of_query"]["test7"] == "unseen"
     assert results["settings"]["fusion"]["method"] == "convex min-max"  # the folder has a dev split
@@ -63,7 +92,18 @@ def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
         assert (out / plot.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
     assert "| all | trained | 8 |" in stdout and "| unseen | bm25 | 4 |" in stdout and "k1=0.9, b=0.4" in stdout
     # a second run reads everything from the cache
-    code, _, _ = run_cli(capsys, "--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--output-dir", out)
+    code, _, _ = run_cli(
+        capsys,
+        "--model",
+        head_model,
+        "--data",
+        data,
+        "--trust-remote-code",
+        "--cache-dir",
+        cache_root,
+        "--output-dir",
+        out,
+    )
     assert code == 0 and json.loads((out / "toy-test.json").read_text())["encoder_calls"] == 0
 
 
@@ -71,7 +111,9 @@ def test_bare_encoder_uses_rrf_without_dev(tmp_path, capsys, tiny, cache_root):
     data = tiny_beir(tmp_path / "toy")
     (data / "qrels" / "dev.tsv").unlink()
     tiny.save_pretrained(str(tmp_path / "bare"))
-    code, stdout, stderr = run_cli(capsys, "--model", tmp_path / "bare", "--data", data, "--cache-dir", cache_root, "--train-split", "none")
+    code, stdout, stderr = run_cli(
+        capsys, "--model", tmp_path / "bare", "--data", data, "--cache-dir", cache_root, "--train-split", "none"
+    )
     assert code == 0, stderr
     results = json.loads((tmp_path / "bare" / "evaluation" / "toy-test.json").read_text())  # default output folder
     assert set(results["systems"]) == {"base", "bm25", "hybrid"} and results["p_values"]["reference"] == "base"
@@ -84,7 +126,10 @@ def test_bare_encoder_uses_rrf_without_dev(tmp_path, capsys, tiny, cache_root):
     [
         (lambda d: (d / "corpus.jsonl").unlink(), "missing .*corpus.jsonl"),
         (lambda d: write_qrels(d / "qrels" / "test.tsv", []), "'test' is empty"),
-        (lambda d: write_qrels(d / "qrels" / "test.tsv", [("test0", "nope", 1), ("ghost", "d1", 1)]), "1 query id.*'ghost'.*1 document id.*'nope'"),
+        (
+            lambda d: write_qrels(d / "qrels" / "test.tsv", [("test0", "nope", 1), ("ghost", "d1", 1)]),
+            "1 query id.*'ghost'.*1 document id.*'nope'",
+        ),
     ],
 )
 def test_bad_data_fails_before_work(tmp_path, capsys, tiny, change, message):
@@ -103,7 +148,9 @@ def test_model_errors(tmp_path, capsys, head_model):
     assert code == 2 and "--trust-remote-code" in stderr and "projection_head.ProjectionHead" in stderr
     code, _, stderr = run_cli(capsys, "--model", tmp_path / "missing", "--data", data)
     assert code == 2 and "does not exist" in stderr
-    code, _, stderr = run_cli(capsys, "--model", head_model, "--data", data, "--split", "validation", "--trust-remote-code")
+    code, _, stderr = run_cli(
+        capsys, "--model", head_model, "--data", data, "--split", "validation", "--trust-remote-code"
+    )
     assert code == 2 and "qrels/validation.tsv" in stderr
 
 
@@ -121,7 +168,16 @@ def test_help_documents_every_flag(capsys):
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--model", "--data", "--split", "--output-dir", "--card", "--query-prompt", "--document-prompt", "--trust-remote-code"):
+    for flag in (
+        "--model",
+        "--data",
+        "--split",
+        "--output-dir",
+        "--card",
+        "--query-prompt",
+        "--document-prompt",
+        "--trust-remote-code",
+    ):
         assert flag in text
 
 
@@ -130,7 +186,9 @@ def test_card_gets_the_table_and_plots(tmp_path, capsys, head_model, cache_root)
     if not hasattr(model_card, "add_evaluation"):
         pytest.skip("model_card.add_evaluation not written yet")
     data = tiny_beir(tmp_path / "toy")
-    code, _, stderr = run_cli(capsys, "--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--card")
+    code, _, stderr = run_cli(
+        capsys, "--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--card"
+    )
     assert code == 0, stderr
     card = (head_model / "README.md").read_text()
     assert "## Evaluation" in card and "toy" in card

@@ -35,7 +35,9 @@ def saved_model(encoder, placement: str, folder: Path) -> tuple[Path, dict[str, 
     """A model with a non-identity head, saved with its card; and its embeddings before any push."""
     model = build_model(encoder, kind="linear", placement=placement)
     with torch.no_grad():
-        find_head(model).delta.add_(0.2 * torch.randn(find_head(model).delta.shape, generator=torch.Generator().manual_seed(1)))
+        find_head(model).delta.add_(
+            0.2 * torch.randn(find_head(model).delta.shape, generator=torch.Generator().manual_seed(1))
+        )
     install_card_data(model)
     prepare_card(model, training_info={"dataset_name": "toy"})
     save_model(model, folder)
@@ -44,11 +46,20 @@ def saved_model(encoder, placement: str, folder: Path) -> tuple[Path, dict[str, 
 
 
 def tree(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 def child_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
-    return {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": "0", "HF_HOME": str(tmp_path / "child-hf-home"), "HF_TOKEN": FAKE_TOKEN}
+    return {
+        "HF_ENDPOINT": endpoint,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(tmp_path / "child-hf-home"),
+        "HF_TOKEN": FAKE_TOKEN,
+    }
 
 
 @pytest.mark.parametrize("placement", ["query", "symmetric"])
@@ -67,7 +78,13 @@ def test_push_then_load_by_repo_id_in_a_fresh_process_without_this_package(tiny,
     assert fake_hub.repos[repo_id].private is (placement == "query")
     pushed = fake_hub.files(repo_id)
     assert set(pushed) == saved | {PLOT}, "exactly the saved model plus the card's plot"
-    assert {"projection_head.py", "modules.json", "README.md", "model.safetensors", "config_sentence_transformers.json"} <= set(pushed)
+    assert {
+        "projection_head.py",
+        "modules.json",
+        "README.md",
+        "model.safetensors",
+        "config_sentence_transformers.json",
+    } <= set(pushed)
     assert any(path.endswith("ProjectionHead/model.safetensors") for path in pushed)
     assert f'SentenceTransformer("{repo_id}", trust_remote_code=True)' in pushed["README.md"].decode()
     assert tree(folder) == before, "the local folder is never modified"
@@ -75,7 +92,9 @@ def test_push_then_load_by_repo_id_in_a_fresh_process_without_this_package(tiny,
     with fake_hub.serve() as endpoint:
         loaded = load_in_subprocess(repo_id, TEXTS, env=child_env(endpoint, tmp_path))
     assert "error" not in loaded, loaded
-    assert loaded["head_module"].startswith("transformers_modules."), "the head's code came from the repo, not this package"
+    assert loaded["head_module"].startswith("transformers_modules."), (
+        "the head's code came from the repo, not this package"
+    )
     for side in ("query", "document"):
         assert np.abs(np.array(loaded[side]) - expected[side]).max() <= 1e-6
     gap = np.abs(expected["query"] - expected["document"]).max()

@@ -39,7 +39,9 @@ def hub_folder(root):
     write_jsonl(root / "data" / "corpus.jsonl", CORPUS)
     write_jsonl(root / "data" / "queries.jsonl", QUERIES)
     for split, rows in QRELS.items():
-        write_jsonl(root / "data" / f"qrels-{split}.jsonl", [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in rows])
+        write_jsonl(
+            root / "data" / f"qrels-{split}.jsonl", [{"query-id": q, "corpus-id": d, "score": s} for q, d, s in rows]
+        )
     (root / "README.md").write_text(
         "---\nconfigs:\n"
         "- config_name: corpus\n  data_files:\n  - split: corpus\n    path: data/corpus.jsonl\n"
@@ -60,7 +62,12 @@ EXPECTED = IRData(
 
 def test_beir_folder(tmp_path):
     data = load_ir_data(beir_folder(tmp_path / "toy"))
-    assert (data.name, data.corpus, data.queries, data.qrels) == ("toy", EXPECTED.corpus, EXPECTED.queries, EXPECTED.qrels)
+    assert (data.name, data.corpus, data.queries, data.qrels) == (
+        "toy",
+        EXPECTED.corpus,
+        EXPECTED.queries,
+        EXPECTED.qrels,
+    )
     assert data.relevant == {"q1": {"d1"}, "q2": {"d2"}}  # grade 0 is judged, not relevant
     assert available_splits(tmp_path / "toy") == ["test", "train"]
     assert load_ir_data(tmp_path / "toy", "train").queries == {"q3": "unjudged"}

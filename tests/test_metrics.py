@@ -53,7 +53,9 @@ def test_ties_follow_trec_eval_order():
     for relevant, rank in (("d00", 12), ("d03", 9), ("d11", 1)):
         full = pytrec_eval.RelevanceEvaluator({"q": {relevant: 1}}, {"recip_rank"}).evaluate(run)["q"]["recip_rank"]
         assert full == pytest.approx(1 / rank)  # the library agrees with trec_order
-        assert per_query_metrics({"q": {relevant: 1}}, run)["q"]["MRR@10"] == pytest.approx(1 / rank if rank <= 10 else 0.0)
+        assert per_query_metrics({"q": {relevant: 1}}, run)["q"]["MRR@10"] == pytest.approx(
+            1 / rank if rank <= 10 else 0.0
+        )
 
 
 def reference_ndcg(grades: dict[str, int], scores: dict[str, float], depth: int) -> float:
@@ -69,11 +71,16 @@ def reference_ndcg(grades: dict[str, int], scores: dict[str, float], depth: int)
 def test_random_runs_equal_pytrec_eval_and_reference(graded):
     rng = random.Random(7)
     docs = [f"d{i}" for i in range(300)]
-    qrels = {f"q{j}": {doc: (rng.choice([0, 1, 2, 3]) if graded else rng.choice([0, 1])) for doc in rng.sample(docs, 8)} for j in range(25)}
+    qrels = {
+        f"q{j}": {doc: (rng.choice([0, 1, 2, 3]) if graded else rng.choice([0, 1])) for doc in rng.sample(docs, 8)}
+        for j in range(25)
+    }
     qrels = {qid: judged | {docs[j]: 1} for j, (qid, judged) in enumerate(qrels.items())}  # one relevant at least
     run = {qid: {doc: rng.random() for doc in rng.sample(docs, 150)} for qid in qrels}
     values = per_query_metrics(qrels, run)
-    library = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10,100", "recall.10,100,1000", "map_cut.100"}).evaluate(run)
+    library = pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10,100", "recall.10,100,1000", "map_cut.100"}).evaluate(
+        run
+    )
     for qid in qrels:
         assert values[qid]["nDCG@10"] == pytest.approx(library[qid]["ndcg_cut_10"], abs=1e-12)
         assert values[qid]["nDCG@100"] == pytest.approx(library[qid]["ndcg_cut_100"], abs=1e-12)

@@ -17,7 +17,14 @@ from sentence_transformers import SentenceTransformerTrainer, SentenceTransforme
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
 import modeling.build
-from model_card import EVALUATION_END, EVALUATION_START, HeadModelCardData, add_evaluation, install_card_data, prepare_card
+from model_card import (
+    EVALUATION_END,
+    EVALUATION_START,
+    HeadModelCardData,
+    add_evaluation,
+    install_card_data,
+    prepare_card,
+)
 from model_card.card_data import SUMMARY_END, SUMMARY_START
 from model_card.evaluation import METRICS
 from modeling.build import DEFAULT_ENCODER_NAME, build_model, find_head, save_model
@@ -97,7 +104,9 @@ def results_json(seed: int, slices: bool = True, systems=("trained", "base", "bm
         "dataset": "toy-scifact",
         "split": "test",
         "systems": {name: {slice_: scores(n) for slice_, n in counts.items()} for name in systems},
-        "p_values": {name: {slice_: float(rng.uniform(0, 0.2)) for slice_ in counts} for name in systems if name != "trained"},
+        "p_values": {
+            name: {slice_: float(rng.uniform(0, 0.2)) for slice_ in counts} for name in systems if name != "trained"
+        },
         "p_value_test": "paired randomisation test",
         "per_query": {"q1": 0.5},  # an extra key evaluate.py may add
     }
@@ -130,14 +139,18 @@ def test_card_states_the_head_the_frozen_encoder_and_the_run(trained_query_model
     assert "- **Head:** linear, query-only" in text
     assert f"- **Head dimensions:** {head.in_features} → {head.out_features}" in text
     assert "- **Head initialisation:** identity" in text
-    assert f"{head.num_trainable_parameters():,} trained (the head); {encoder_parameters:,} frozen (the encoder)" in text
+    assert (
+        f"{head.num_trainable_parameters():,} trained (the head); {encoder_parameters:,} frozen (the encoder)" in text
+    )
     # training: what the library's callback gathered, and our facts
     assert "#### toy-pairs" in text and "* Size: 6 training samples" in text
     assert "<code>query</code> and <code>document</code>" in text and "<code>red shoe</code>" in text
     assert "MultipleNegativesRankingLoss" in text and "### Training Hyperparameters" in text
     assert "### Training Logs" in text and len(re.findall(r"^\| [\d.]+ +\| \d+ +\|", text, re.M)) == 4
     assert f"- **Collapse guard:** {VERDICT}" in text
-    assert "| Training pairs | 6 |" in text and "| Learning rate | 0.01 |" in text and "| An extra fact | kept |" in text
+    assert (
+        "| Training pairs | 6 |" in text and "| Learning rate | 0.01 |" in text and "| An extra fact | kept |" in text
+    )
     assert table(text, "Metric")["ndcg@10"] == ["0.5123"]
     # usage that works, and the query-only promise
     assert 'model = SentenceTransformer("sentence_transformers_model_id", trust_remote_code=True)' in text
@@ -154,7 +167,9 @@ def test_front_matter_validates(trained_query_model, fake_hub):  # noqa: F811
     assert metadata["library_name"] == "sentence-transformers"
     assert metadata["pipeline_tag"] == "sentence-similarity"
     assert metadata["license"] == "apache-2.0"
-    assert {"sentence-transformers", "projection-head", "frozen-encoder", "loss:MultipleNegativesRankingLoss"} <= set(metadata["tags"])
+    assert {"sentence-transformers", "projection-head", "frozen-encoder", "loss:MultipleNegativesRankingLoss"} <= set(
+        metadata["tags"]
+    )
     ModelCardData(**metadata)  # raises on a malformed model-index
     ModelCard.load(folder / "README.md").validate()  # huggingface_hub's check, answered by the fake Hub's validator
     assert any(r.path == "/api/validate-yaml" for r in fake_hub.requests)
@@ -167,7 +182,9 @@ def test_default_encoder_is_named_by_its_hub_id_offline(tiny, monkeypatch):
     model = build_model(tiny, placement="query")
     card = install_card_data(model)
     assert card.base_model == DEFAULT_ENCODER_NAME
-    assert f"base_model: {DEFAULT_ENCODER_NAME}" in ModelCard.from_template(card, template_path=card.template_path).content
+    assert (
+        f"base_model: {DEFAULT_ENCODER_NAME}" in ModelCard.from_template(card, template_path=card.template_path).content
+    )
 
 
 def test_a_local_encoder_is_named_but_not_claimed_as_base_model(trained_query_model):
@@ -226,7 +243,9 @@ def test_evaluation_numbers_match_the_json(trained_query_model, tmp_path):
             assert float(cells[1 + 2 * index]) == pytest.approx(theirs, abs=5e-5)
             assert float(cells[2 + 2 * index]) == pytest.approx(mine - theirs, abs=1e-4)
     p_row = next(cells for label, cells in main.items() if label.startswith("p ("))
-    assert [float(p_row[2 + 2 * i]) for i in range(3)] == pytest.approx([p_values[n]["all"] for n in ("base", "bm25", "hybrid")], abs=5e-5)
+    assert [float(p_row[2 + 2 * i]) for i in range(3)] == pytest.approx(
+        [p_values[n]["all"] for n in ("base", "bm25", "hybrid")], abs=5e-5
+    )
     slices = table(text, "Queries")
     for label, cells in slices.items():
         slice_ = label.lower()
@@ -238,7 +257,12 @@ def test_evaluation_numbers_match_the_json(trained_query_model, tmp_path):
     assert "](evaluation/ndcg_by_slice.png)" in text
     assert (folder / "evaluation" / "ndcg_by_slice.png").read_bytes() == plot.read_bytes()
     index = metadata_load(folder / "README.md")["model-index"]
-    ours = {m["type"]: m["value"] for r in index[0]["results"] if r["dataset"]["type"] == "toy-scifact" for m in r["metrics"]}
+    ours = {
+        m["type"]: m["value"]
+        for r in index[0]["results"]
+        if r["dataset"]["type"] == "toy-scifact"
+        for m in r["metrics"]
+    }
     assert ours == pytest.approx({metric: systems["trained"]["all"][metric] for metric in METRICS}, abs=1e-6)
 
 
@@ -302,7 +326,27 @@ def test_train_then_evaluate_card_matches_the_evaluation_json(tmp_path):
     encoder = save_tiny_encoder(tmp_path / "tiny")
     run, cache = tmp_path / "run", tmp_path / "cache"
     common = ["--quiet", "--cache-dir", str(cache)]
-    assert train.main(["--encoder", str(encoder), "--data", str(data), "--output-dir", str(run), "--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "3e-3", *common]) == 0
+    assert (
+        train.main(
+            [
+                "--encoder",
+                str(encoder),
+                "--data",
+                str(data),
+                "--output-dir",
+                str(run),
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--learning-rate",
+                "1e-3",
+                "3e-3",
+                *common,
+            ]
+        )
+        == 0
+    )
     summary = json.loads((run / "training_summary.json").read_text())
     text = (run / "README.md").read_text()
     assert f"- **Collapse guard:** {summary['guard']}" in text

@@ -71,7 +71,9 @@ def test_on_disk_npy_matrix_equals_in_memory(tmp_path):
     from modeling.evaluation.npy_matrix import NpyMatrix, write_npy_blocks
 
     queries, documents = data()
-    path = write_npy_blocks(tmp_path / "docs.npy", (documents[s : s + 100].numpy() for s in range(0, 523, 100)), 523, 16)
+    path = write_npy_blocks(
+        tmp_path / "docs.npy", (documents[s : s + 100].numpy() for s in range(0, 523, 100)), 523, 16
+    )
     assert np.array_equal(np.load(path), documents.numpy())  # a standard .npy file
     matrix = NpyMatrix(path)
     assert len(matrix) == 523 and np.array_equal(matrix[500:600], documents[500:].numpy())

@@ -32,7 +32,9 @@ def test_train_with_push_to_hub(tmp_path, fake_hub, capsys):  # noqa: F811
 
 @pytest.mark.parametrize("repo_id", ["no-slash", "org/"])
 def test_bad_repo_id_fails_before_training(tmp_path, repo_id, capsys, monkeypatch):
-    monkeypatch.setattr("modeling.training.run.train", lambda *a, **k: pytest.fail("trained before checking the repo id"))
+    monkeypatch.setattr(
+        "modeling.training.run.train", lambda *a, **k: pytest.fail("trained before checking the repo id")
+    )
     try:
         code = train.main(["--output-dir", str(tmp_path / "run"), "--push-to-hub", repo_id, "--quiet"])
     except SystemExit as exit_:  # argparse's own check of the ORG/NAME shape

@@ -63,7 +63,9 @@ def test_encoder_runs_once_per_unique_text_then_never(tmp_path, encoder_dir, cou
     queries, documents = training.all_texts()
     unique = len({*queries, *documents})  # no prompt: a text seen as query and as document is one cache entry
 
-    code = run_train(encoder_dir, data, tmp_path / "run1", tmp_path / "cache", "--epochs", "2", "--learning-rate", "1e-3", "3e-3")
+    code = run_train(
+        encoder_dir, data, tmp_path / "run1", tmp_path / "cache", "--epochs", "2", "--learning-rate", "1e-3", "3e-3"
+    )
     assert code == 0
     assert count_encoder_texts["texts"] == unique
     summary = json.loads((tmp_path / "run1" / "training_summary.json").read_text())
@@ -71,7 +73,18 @@ def test_encoder_runs_once_per_unique_text_then_never(tmp_path, encoder_dir, cou
     assert (tmp_path / "run1" / "evaluation" / "training-dev-curves.png").stat().st_size > 1000
 
     count_encoder_texts["texts"] = 0
-    code = run_train(encoder_dir, data, tmp_path / "run2", tmp_path / "cache", "--epochs", "3", "--learning-rate", "2e-3", "--kind", "mlp")
+    code = run_train(
+        encoder_dir,
+        data,
+        tmp_path / "run2",
+        tmp_path / "cache",
+        "--epochs",
+        "3",
+        "--learning-rate",
+        "2e-3",
+        "--kind",
+        "mlp",
+    )
     assert code == 0
     assert count_encoder_texts["texts"] == 0
     assert json.loads((tmp_path / "run2" / "training_summary.json").read_text())["encoder_calls"] == 0
@@ -79,7 +92,10 @@ def test_encoder_runs_once_per_unique_text_then_never(tmp_path, encoder_dir, cou
 
 def test_saved_model_equals_what_training_saw_and_encoder_is_untouched(tmp_path, encoder_dir):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(100))
-    assert run_train(encoder_dir, data, tmp_path / "run", tmp_path / "cache", "--epochs", "2", "--learning-rate", "3e-3") == 0
+    assert (
+        run_train(encoder_dir, data, tmp_path / "run", tmp_path / "cache", "--epochs", "2", "--learning-rate", "3e-3")
+        == 0
+    )
     trained = SentenceTransformer(str(tmp_path / "run"), trust_remote_code=True)
     original = SentenceTransformer(str(encoder_dir))
     assert state_hash(trained[0]) == state_hash(original[0]), "the frozen encoder's weights changed"
@@ -106,7 +122,12 @@ def test_users_failing_recipe_trips_the_guard_and_defaults_do_not(tmp_path, enco
     assert "1e-05 is too low for a head; try 1e-3" in err
     assert "use the ranking loss" in err
 
-    assert run_train(encoder_dir, data, tmp_path / "default", tmp_path / "cache", "--epochs", "3", "--learning-rate", "3e-3") == 0
+    assert (
+        run_train(
+            encoder_dir, data, tmp_path / "default", tmp_path / "cache", "--epochs", "3", "--learning-rate", "3e-3"
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "default" / "training_summary.json").read_text())
     assert summary["guard"].startswith("passed")
     assert not any(trial["stopped"] for trial in summary["trials"])
@@ -180,7 +201,9 @@ def test_kill_minus_nine_then_resume_finishes(tmp_path, encoder_dir):
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = output / "trials" / "lr-0.001-wd-0" / "checkpoints"
     try:
-        assert _wait_for(lambda: list(checkpoints.glob("checkpoint-*/trainer_state.json")), timeout=240), "no checkpoint"
+        assert _wait_for(lambda: list(checkpoints.glob("checkpoint-*/trainer_state.json")), timeout=240), (
+            "no checkpoint"
+        )
     finally:
         process.kill()  # SIGKILL: no cleanup, exactly a crash
         process.wait()

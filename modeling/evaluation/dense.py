@@ -30,13 +30,21 @@ def custom_module_types(source: str) -> list[str]:
     path = Path(source) / "modules.json"
     if not path.is_file():
         return []
-    return [entry["type"] for entry in json.loads(path.read_text()) if not entry["type"].startswith("sentence_transformers.")]
+    return [
+        entry["type"]
+        for entry in json.loads(path.read_text())
+        if not entry["type"].startswith("sentence_transformers.")
+    ]
 
 
 def load_model(source: str | None, trust_remote_code: bool = False, device: str | None = None) -> SentenceTransformer:
     """The model to evaluate; ``None`` is the offline all-MiniLM-L6-v2. Raises ``ModelError`` with the reason."""
     path = default_encoder_path() if source is None else str(source)
-    if source is not None and (path.startswith((".", "/", "~")) or Path(path).exists()) and not Path(path).expanduser().is_dir():
+    if (
+        source is not None
+        and (path.startswith((".", "/", "~")) or Path(path).exists())
+        and not Path(path).expanduser().is_dir()
+    ):
         raise ModelError(f"Model folder {path} does not exist.")
     custom = custom_module_types(path)
     if custom and not trust_remote_code:
@@ -103,11 +111,21 @@ class DenseEncoder:
         self.cache.ensure(texts, prompt, description=description)  # one pass for all missing texts, one shard
         method = self.twin.encode_query if task == "query" else self.twin.encode_document
         with torch.inference_mode():
-            return method(texts, prompt=prompt, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False).float().cpu()
+            return (
+                method(
+                    texts, prompt=prompt, batch_size=self.batch_size, convert_to_tensor=True, show_progress_bar=False
+                )
+                .float()
+                .cpu()
+            )
 
 
-def documents_shared(model: SentenceTransformer, trained: DenseEncoder, base: DenseEncoder, sample: list[str], prompt: str | None) -> bool:
+def documents_shared(
+    model: SentenceTransformer, trained: DenseEncoder, base: DenseEncoder, sample: list[str], prompt: str | None
+) -> bool:
     """Whether the trained model embeds documents exactly as the bare encoder (a query-only head), checked on a sample."""
     if placement_of(model) != "query" or not sample:
         return False
-    return torch.allclose(trained.encode(sample, "document", prompt), base.encode(sample, "document", prompt), atol=1e-6)
+    return torch.allclose(
+        trained.encode(sample, "document", prompt), base.encode(sample, "document", prompt), atol=1e-6
+    )

@@ -27,7 +27,9 @@ def require_faiss() -> Any:
     try:
         import faiss
     except ImportError:
-        raise ImportError("FAISS is not installed; install it with `pip install 'frozen-head[faiss]'` (faiss-cpu).") from None
+        raise ImportError(
+            "FAISS is not installed; install it with `pip install 'frozen-head[faiss]'` (faiss-cpu)."
+        ) from None
     return faiss
 
 

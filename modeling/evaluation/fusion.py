@@ -44,11 +44,16 @@ def rrf(runs: list[Run], k: int = 60, depth: int = 1000) -> Run:
     return fused
 
 
-def choose_weight(dense: Run, sparse: Run, qrels: Qrels, grid: list[float] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
+def choose_weight(
+    dense: Run, sparse: Run, qrels: Qrels, grid: list[float] = WEIGHT_GRID
+) -> tuple[float, dict[float, float]]:
     """The dense weight with the best mean nDCG@10 on ``qrels`` (a dev split), and every weight's score.
 
     Ties go to the weight closest to 0.5 (an even mix), so a flat curve does not pick an extreme by accident.
     """
-    curve = {weight: mean_metrics(per_query_metrics(qrels, convex(dense, sparse, weight, depth=100)))[MAIN_METRIC] for weight in grid}
+    curve = {
+        weight: mean_metrics(per_query_metrics(qrels, convex(dense, sparse, weight, depth=100)))[MAIN_METRIC]
+        for weight in grid
+    }
     best = max(curve, key=lambda weight: (round(curve[weight], 10), -abs(weight - 0.5)))
     return best, curve

@@ -18,7 +18,9 @@ class NpyMatrix:
         self.path = Path(path)
         with self.path.open("rb") as handle:
             version = np.lib.format.read_magic(handle)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(handle)
             self.offset = handle.tell()
         if len(shape) != 2 or fortran:
@@ -43,7 +45,9 @@ def write_npy_blocks(path: str | Path, blocks, rows: int, dim: int, dtype=np.flo
     """Write a ``(rows, dim)`` ``.npy`` file from an iterable of row blocks, never holding the whole matrix."""
     path = Path(path)
     with path.open("wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (rows, dim)})
+        np.lib.format.write_array_header_1_0(
+            handle, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (rows, dim)}
+        )
         written = 0
         for block in blocks:
             block = np.ascontiguousarray(block, dtype=dtype)

@@ -108,28 +108,46 @@ def prepare(config: EvaluationConfig) -> Prepared:
     if train_split is not None and train_split not in splits:
         raise DataError(f"{config.data} has no qrels split {train_split!r} for slicing; available: {splits}.")
     train_source = config.train_qrels or (f"{config.data} [{train_split}]" if train_split else None)
-    train_qrels = load_qrels(config.train_qrels, "train") if config.train_qrels else (load_qrels(config.data, train_split) if train_split else None)
+    train_qrels = (
+        load_qrels(config.train_qrels, "train")
+        if config.train_qrels
+        else (load_qrels(config.data, train_split) if train_split else None)
+    )
     dev_split = _auto_split(config.dev_split, DEV_SPLITS, splits, {config.split, train_split or ""})
     if dev_split is not None and dev_split not in splits:
-        raise DataError(f"{config.data} has no qrels split {dev_split!r} for choosing the fusion weight; available: {splits}.")
-    fusion = config.fusion if config.fusion != "auto" else ("convex" if dev_split or config.fusion_weight is not None else "rrf")
+        raise DataError(
+            f"{config.data} has no qrels split {dev_split!r} for choosing the fusion weight; available: {splits}."
+        )
+    fusion = (
+        config.fusion
+        if config.fusion != "auto"
+        else ("convex" if dev_split or config.fusion_weight is not None else "rrf")
+    )
     if fusion == "convex" and dev_split is None and config.fusion_weight is None:
-        raise ValueError("Convex fusion needs a dev split to choose its weight (--dev-split) or a fixed --fusion-weight.")
+        raise ValueError(
+            "Convex fusion needs a dev split to choose its weight (--dev-split) or a fixed --fusion-weight."
+        )
     dev = load_ir_data(config.data, dev_split) if fusion == "convex" and config.fusion_weight is None else None
     log(f"{len(data.queries)} queries, {len(data.corpus)} documents; loading model {config.model or 'default encoder'}")
     model = load_model(config.model, config.trust_remote_code, config.device)
     score = check_score(model.similarity_fn_name or "cosine")
-    return Prepared(config, data, train_qrels, train_split, train_source, dev, dev_split if dev else None, fusion, model, score)
+    return Prepared(
+        config, data, train_qrels, train_split, train_source, dev, dev_split if dev else None, fusion, model, score
+    )
 
 
 def _search(prepared: Prepared, queries: Any, documents: Any) -> tuple[Any, Any]:
     config = prepared.config
     if config.search == "faiss":
         return faiss_search(queries, documents, config.depth, prepared.score, config.faiss_index)
-    return exact_search(queries, documents, config.depth, prepared.score, config.query_chunk, config.doc_chunk, config.progress)
+    return exact_search(
+        queries, documents, config.depth, prepared.score, config.query_chunk, config.doc_chunk, config.progress
+    )
 
 
-def _dense_runs(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, Run], dict[str, Run], dict[str, Any], dict[str, Any]]:
+def _dense_runs(
+    prepared: Prepared, cache: EmbeddingCache
+) -> tuple[dict[str, Run], dict[str, Run], dict[str, Any], dict[str, Any]]:
     """Test runs, dev runs, embeddings (for the score plot) and notes for every dense system."""
     config, data = prepared.config, prepared.data
     doc_ids, doc_texts = list(data.corpus), list(data.corpus.values())
@@ -139,8 +157,13 @@ def _dense_runs(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, Ru
     base_docs = encoders["base"].encode(doc_texts, "document", config.document_prompt, "Corpus")
     runs, dev_runs, embeddings, notes = {}, {}, {}, {}
     for name, encoder in encoders.items():
-        if name == "trained" and documents_shared(prepared.model, encoder, encoders["base"], doc_texts[:16], config.document_prompt):
-            docs, notes["trained_documents"] = base_docs, "query-only head: document embeddings shared with base (not re-embedded)"
+        if name == "trained" and documents_shared(
+            prepared.model, encoder, encoders["base"], doc_texts[:16], config.document_prompt
+        ):
+            docs, notes["trained_documents"] = (
+                base_docs,
+                "query-only head: document embeddings shared with base (not re-embedded)",
+            )
         elif name == "trained":
             docs = encoder.encode(doc_texts, "document", config.document_prompt, "Corpus (trained)")
             notes["trained_documents"] = "symmetric head: corpus embedded through the head"
@@ -152,15 +175,24 @@ def _dense_runs(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, Ru
         runs[name] = to_run(query_ids, doc_ids, *_search(prepared, queries, docs))
         embeddings[name] = (queries, docs, query_ids)
         if prepared.dev is not None:
-            dev_queries = encoder.encode(list(prepared.dev.queries.values()), "query", config.query_prompt, "Dev queries")
+            dev_queries = encoder.encode(
+                list(prepared.dev.queries.values()), "query", config.query_prompt, "Dev queries"
+            )
             dev_runs[name] = to_run(list(prepared.dev.queries), doc_ids, *_search(prepared, dev_queries, docs))
     return runs, dev_runs, embeddings, notes
 
 
-def _fusion(prepared: Prepared, dense: str, runs: dict[str, Run], dev_runs: dict[str, Run]) -> tuple[Run, dict[str, Any]]:
+def _fusion(
+    prepared: Prepared, dense: str, runs: dict[str, Run], dev_runs: dict[str, Run]
+) -> tuple[Run, dict[str, Any]]:
     config = prepared.config
     if prepared.fusion == "rrf":
-        settings = {"method": "rrf", "k": config.rrf_k, "fused": [dense, "bm25"], "why": "no dev split to choose a convex weight on"}
+        settings = {
+            "method": "rrf",
+            "k": config.rrf_k,
+            "fused": [dense, "bm25"],
+            "why": "no dev split to choose a convex weight on",
+        }
         return rrf([runs[dense], runs["bm25"]], config.rrf_k, config.depth), settings
     if config.fusion_weight is not None:
         weight, settings = config.fusion_weight, {"chosen_on": None, "why": "weight given on the command line"}
@@ -179,7 +211,12 @@ def run(prepared: Prepared, output_dir: Path, started: float | None = None) -> d
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    cache = EmbeddingCache(prefix_model(prepared.model), root=config.cache_dir, batch_size=config.batch_size, show_progress_bar=config.progress)
+    cache = EmbeddingCache(
+        prefix_model(prepared.model),
+        root=config.cache_dir,
+        batch_size=config.batch_size,
+        show_progress_bar=config.progress,
+    )
     runs, dev_runs, embeddings, notes = _dense_runs(prepared, cache)
     timings["dense_s"], clock = time.perf_counter() - clock, time.perf_counter()
 
@@ -196,7 +233,10 @@ def run(prepared: Prepared, output_dir: Path, started: float | None = None) -> d
 
     per_query = {name: per_query_metrics(data.qrels, system_run) for name, system_run in runs.items()}
     slices = seen_unseen(data.qrels, prepared.train_qrels)
-    systems = {name: {slice_name: mean_metrics(values, qids) for slice_name, qids in slices.items()} for name, values in per_query.items()}
+    systems = {
+        name: {slice_name: mean_metrics(values, qids) for slice_name, qids in slices.items()}
+        for name, values in per_query.items()
+    }
     p_values = {
         other: {
             slice_name: significance.paired_p_value(
@@ -215,9 +255,17 @@ def run(prepared: Prepared, output_dir: Path, started: float | None = None) -> d
     doc_index = {doc: i for i, doc in enumerate(data.corpus)}
     samples = {}
     for name, (queries, docs, query_ids) in embeddings.items():
-        samples[name] = pair_scores(queries, docs, query_ids, doc_index, data.qrels, prepared.score, config.negatives_per_query, config.seed)
+        samples[name] = pair_scores(
+            queries, docs, query_ids, doc_index, data.qrels, prepared.score, config.negatives_per_query, config.seed
+        )
     stem = f"{data.name}-{config.split}"
-    plots = [plot_score_distributions({n: samples[n] for n in ("base", "trained") if n in samples}, output_dir / f"{stem}-scores.png", prepared.score)]
+    plots = [
+        plot_score_distributions(
+            {n: samples[n] for n in ("base", "trained") if n in samples},
+            output_dir / f"{stem}-scores.png",
+            prepared.score,
+        )
+    ]
     after, before = (reference, "base") if reference == "trained" else ("base", "bm25")
     plots.append(
         plot_metric_change(

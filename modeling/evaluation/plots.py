@@ -11,14 +11,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_score_distributions(samples: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, score: str = "cosine") -> Path:
+def plot_score_distributions(
+    samples: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, score: str = "cosine"
+) -> Path:
     """One panel per system: histogram of relevant vs non-relevant pair scores (collapse = one narrow spike)."""
     figure, axes = plt.subplots(1, len(samples), figsize=(5 * len(samples), 3.6), sharex=True, squeeze=False)
     values = np.concatenate([np.concatenate(pair) for pair in samples.values()])
     bins = np.linspace(values.min(), values.max(), 50) if values.size and values.min() < values.max() else 50
     for axis, (name, (relevant, non_relevant)) in zip(axes[0], samples.items()):
-        axis.hist(non_relevant, bins=bins, density=True, alpha=0.6, label=f"non-relevant (n={non_relevant.size})", color="tab:gray")
-        axis.hist(relevant, bins=bins, density=True, alpha=0.6, label=f"relevant (n={relevant.size})", color="tab:green")
+        axis.hist(
+            non_relevant,
+            bins=bins,
+            density=True,
+            alpha=0.6,
+            label=f"non-relevant (n={non_relevant.size})",
+            color="tab:gray",
+        )
+        axis.hist(
+            relevant, bins=bins, density=True, alpha=0.6, label=f"relevant (n={relevant.size})", color="tab:green"
+        )
         axis.set_title(name)
         axis.set_xlabel(f"{score} score")
         axis.legend(fontsize=8)
@@ -30,7 +41,9 @@ def plot_score_distributions(samples: dict[str, tuple[np.ndarray, np.ndarray]], 
     return path
 
 
-def plot_metric_change(after: dict[str, float], before: dict[str, float], names: tuple[str, str], path: Path, metric: str = "nDCG@10") -> Path:
+def plot_metric_change(
+    after: dict[str, float], before: dict[str, float], names: tuple[str, str], path: Path, metric: str = "nDCG@10"
+) -> Path:
     """Per-query change ``after - before``, sorted: how many queries gained, lost, stayed put, and by how much."""
     deltas = np.sort(np.asarray([after[qid] - before[qid] for qid in before]))
     gained, lost = int((deltas > 1e-9).sum()), int((deltas < -1e-9).sum())

@@ -26,13 +26,27 @@ def markdown_table(results: dict[str, Any]) -> str:
     """One row per (slice, system); the p column tests each system against the reference on per-query nDCG@10."""
     reference = results["p_values"]["reference"]
     names = [name for name in SYSTEM_ORDER if name in results["systems"]]
-    header = ["slice", "system", "queries", "nDCG@10", f"p vs {reference}", *[SHORT.get(m, m) for m in METRICS if m != "nDCG@10"]]
+    header = [
+        "slice",
+        "system",
+        "queries",
+        "nDCG@10",
+        f"p vs {reference}",
+        *[SHORT.get(m, m) for m in METRICS if m != "nDCG@10"],
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for slice_name, count in results["slices"].items():
         for name in names:
             values = results["systems"][name][slice_name]
             p = "(reference)" if name == reference else _p(results["p_values"]["vs"][name][slice_name])
-            row = [slice_name, name, str(count), _number(values["nDCG@10"]), p, *[_number(values[m]) for m in METRICS if m != "nDCG@10"]]
+            row = [
+                slice_name,
+                name,
+                str(count),
+                _number(values["nDCG@10"]),
+                p,
+                *[_number(values[m]) for m in METRICS if m != "nDCG@10"],
+            ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -46,17 +60,23 @@ def notes(results: dict[str, Any]) -> list[str]:
         f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball).",
     ]
     if fusion["method"] == "rrf":
-        lines.append(f"hybrid: reciprocal rank fusion (k={fusion['k']}) of {' + '.join(fusion['fused'])}; {fusion['why']}.")
+        lines.append(
+            f"hybrid: reciprocal rank fusion (k={fusion['k']}) of {' + '.join(fusion['fused'])}; {fusion['why']}."
+        )
     else:
         where = f"chosen on {fusion['chosen_on']}" if fusion.get("chosen_on") else fusion["why"]
-        lines.append(f"hybrid: convex fusion of min-max scores, {fusion['fused'][0]} weight {fusion['dense_weight']} ({where}).")
+        lines.append(
+            f"hybrid: convex fusion of min-max scores, {fusion['fused'][0]} weight {fusion['dense_weight']} ({where})."
+        )
     lines.append(
         f"p: {test['test']} on per-query {test['metric']}, each system vs {test['reference']}, "
         f"{test['resamples']} resamples, seed {test['seed']}."
     )
     if results["dataset"]["train_qrels"]:
         lines.append(f"slices ({results['dataset']['train_qrels']}): {settings['slices']}.")
-    gaps = {name: summary["gap"] for name, summary in results["score_distributions"].items() if summary["gap"] is not None}
+    gaps = {
+        name: summary["gap"] for name, summary in results["score_distributions"].items() if summary["gap"] is not None
+    }
     if gaps:
         lines.append(
             "score gap (mean relevant - mean random non-relevant "

@@ -8,17 +8,16 @@ A test query is "seen" when at least one of its relevant documents was a positiv
 from __future__ import annotations
 
 SLICES = ("all", "seen", "unseen")
-DEFINITION = (
-    "seen: at least one relevant (grade > 0) document of the test query is a train positive; "
-    "unseen: none is"
-)
+DEFINITION = "seen: at least one relevant (grade > 0) document of the test query is a train positive; unseen: none is"
 
 
 def train_positives(train_qrels: dict[str, dict[str, int]]) -> set[str]:
     return {doc for docs in train_qrels.values() for doc, grade in docs.items() if grade > 0}
 
 
-def seen_unseen(qrels: dict[str, dict[str, int]], train_qrels: dict[str, dict[str, int]] | None) -> dict[str, list[str]]:
+def seen_unseen(
+    qrels: dict[str, dict[str, int]], train_qrels: dict[str, dict[str, int]] | None
+) -> dict[str, list[str]]:
     """Slice name -> query ids; only ``all`` without train qrels."""
     slices = {"all": list(qrels)}
     if train_qrels is None:

@@ -102,7 +102,9 @@ def _from_beir(folder: Path, dev_fraction: float, seed: int) -> TrainingData:
             pairs.setdefault(train.queries[qid], []).extend(train.corpus[doc] for doc in sorted(docs))
     if not pairs:
         raise DataError(f"{folder}/qrels/train.tsv has no positive judgment (score > 0): nothing to train on.")
-    data = TrainingData(name=folder.name, pairs=pairs, corpus=list(train.corpus.values()), source_columns=["query", "positive"])
+    data = TrainingData(
+        name=folder.name, pairs=pairs, corpus=list(train.corpus.values()), source_columns=["query", "positive"]
+    )
     if "dev" in splits:
         dev = load_ir_data(folder, "dev")
         data.dev_queries = dict(dev.queries)
@@ -181,7 +183,12 @@ def _from_table(table: Dataset, name: str, dev_fraction: float, seed: int) -> Tr
         documents = _text_column(table, "document")
         labels = table[label_column]
         for row, label in enumerate(labels):
-            if not isinstance(label, (int, float)) or isinstance(label, bool) or math.isnan(label) or not 0 <= label <= 1:
+            if (
+                not isinstance(label, (int, float))
+                or isinstance(label, bool)
+                or math.isnan(label)
+                or not 0 <= label <= 1
+            ):
                 raise DataError(
                     f"Column {label_column!r} must hold numbers in [0, 1]; row {row} has {label!r}. "
                     "Relevance labels are 1 (relevant) or 0 (not), or a graded score scaled into [0, 1]."

@@ -161,7 +161,10 @@ def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple
     top = max(scores.values())
     best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
     if _is_main():
-        print("dev nDCG@10 by interpolation toward the trained head: " + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items()))
+        print(
+            "dev nDCG@10 by interpolation toward the trained head: "
+            + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items())
+        )
     return best, scores[best]
 
 
@@ -174,7 +177,12 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
     encoder = load_encoder(settings.encoder)
     head_kwargs = {"init": settings.init} if settings.init else {}
     model = build_model(
-        encoder, kind=settings.kind, placement=settings.placement, out_features=settings.out_features, seed=settings.seed, **head_kwargs
+        encoder,
+        kind=settings.kind,
+        placement=settings.placement,
+        out_features=settings.out_features,
+        seed=settings.seed,
+        **head_kwargs,
     )
     model.model_card_data.base_model = encoder_display_name(settings.encoder)
     head = find_head(model)
@@ -211,7 +219,16 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         config = trial_config(settings, learning_rate, weight_decay, head.init)
         trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}-wd-{weight_decay:g}"
         result = run_trial(
-            twin, head, dataset, evaluator, guard_pairs, config, settings.placement, trial_dir, settings.resume, settings.show_progress
+            twin,
+            head,
+            dataset,
+            evaluator,
+            guard_pairs,
+            config,
+            settings.placement,
+            trial_dir,
+            settings.resume,
+            settings.show_progress,
         )
         results.append(result)
         states[len(results) - 1] = head_state(head)
