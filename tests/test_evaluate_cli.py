@@ -59,18 +59,8 @@ def run_cli(capsys, *args):
 def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     data = tiny_beir(tmp_path / "toy")
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(
-        capsys,
-        "--model",
-        head_model,
-        "--data",
-        data,
-        "--trust-remote-code",
-        "--cache-dir",
-        cache_root,
-        "--output-dir",
-        out,
-    )
+    argv = ["--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--output-dir", out]
+    code, stdout, stderr = run_cli(capsys, *argv)
     assert code == 0, stderr
     results = json.loads((out / "toy-test.json").read_text())
     assert set(results["systems"]) == {"trained", "base", "bm25", "hybrid"}
@@ -92,18 +82,7 @@ def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
         assert (out / plot.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
     assert "| all | trained | 8 |" in stdout and "| unseen | bm25 | 4 |" in stdout and "k1=0.9, b=0.4" in stdout
     # a second run reads everything from the cache
-    code, _, _ = run_cli(
-        capsys,
-        "--model",
-        head_model,
-        "--data",
-        data,
-        "--trust-remote-code",
-        "--cache-dir",
-        cache_root,
-        "--output-dir",
-        out,
-    )
+    code, _, _ = run_cli(capsys, *argv)
     assert code == 0 and json.loads((out / "toy-test.json").read_text())["encoder_calls"] == 0
 
 
