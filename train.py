@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         DEFAULT_WEIGHT_DECAYS,
         CollapseError,
         TrainSettings,
+        is_main_process,
         train,
     )
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return 0
     print()
     print(results_table(summary))

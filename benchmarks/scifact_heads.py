@@ -24,6 +24,7 @@ from model_card import card_hook  # noqa: E402
 from modeling.build import load_encoder  # noqa: E402
 from modeling.cached_input import cached_twin, prefix_model  # noqa: E402
 from modeling.embedding_cache import EmbeddingCache  # noqa: E402
+from modeling.evaluation.slices import seen_unseen  # noqa: E402
 from modeling.ir_data import load_ir_data  # noqa: E402
 from modeling.training.data import load_training_data  # noqa: E402
 from modeling.training.run import TrainSettings, train  # noqa: E402
@@ -45,12 +46,6 @@ VARIANTS = {
     "lr1e-5": {"learning_rates": (1e-5,)},
     "reduced128-step0": {"placement": "symmetric", "out_features": 128, "learning_rates": (1e-3,), "epochs": 1},
 }
-
-
-def slices(test, train_positive_docs):
-    relevant = test.relevant
-    seen = {q for q, docs in relevant.items() if docs & train_positive_docs}
-    return {"all": set(relevant), "seen": seen, "unseen": set(relevant) - seen}
 
 
 def score(model: SentenceTransformer, test, groups, cache_root=None) -> dict[str, float]:
@@ -77,7 +72,7 @@ def main() -> None:
     data = load_training_data(args.data)
     test = load_ir_data(args.data, "test")
     train_split = load_ir_data(args.data, "train")
-    groups = slices(test, {doc for docs in train_split.relevant.values() for doc in docs})
+    groups = seen_unseen(test.qrels, train_split.qrels)
     print({k: len(v) for k, v in groups.items()})
     rows = {"zero-shot": score(load_encoder(), test, groups)}
     print("zero-shot", rows["zero-shot"], flush=True)

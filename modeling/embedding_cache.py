@@ -129,8 +129,10 @@ class EmbeddingCache:
 
     def get(self, texts: Sequence[str], prompt: str | None = None) -> Tensor:
         """Embeddings of ``texts`` (encoding what is missing first), shape ``(len(texts), dim)``."""
-        self.ensure(texts, prompt)
-        rows = [self._rows[text_key(text, prompt)] for text in texts]
+        keys = [text_key(text, prompt) for text in texts]  # hashed once: this runs for every training batch
+        if any(key not in self._rows for key in keys):
+            self.ensure(texts, prompt)
+        rows = [self._rows[key] for key in keys]
         if not rows:
             return torch.empty(0, self.prefix.get_embedding_dimension())
         return torch.stack([self._shards[shard][row] for shard, row in rows])

@@ -59,7 +59,17 @@ def run_cli(capsys, *args):
 def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     data = tiny_beir(tmp_path / "toy")
     out = tmp_path / "out"
-    argv = ["--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--output-dir", out]
+    argv = [
+        "--model",
+        head_model,
+        "--data",
+        data,
+        "--trust-remote-code",
+        "--cache-dir",
+        cache_root,
+        "--output-dir",
+        out,
+    ]
     code, stdout, stderr = run_cli(capsys, *argv)
     assert code == 0, stderr
     results = json.loads((out / "toy-test.json").read_text())

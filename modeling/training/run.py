@@ -97,7 +97,8 @@ def _main_process_first():
     return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
-def _is_main() -> bool:
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or the only process: the one that prints and saves."""
     return int(os.environ.get("RANK", "0")) == 0
 
 
@@ -160,7 +161,7 @@ def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple
         scores[t] = dev_metrics(evaluator, twin)["ndcg@10"]
     top = max(scores.values())
     best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
-    if _is_main():
+    if is_main_process():
         print(
             "dev nDCG@10 by interpolation toward the trained head: "
             + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items())
@@ -232,7 +233,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         )
         results.append(result)
         states[len(results) - 1] = head_state(head)
-        if _is_main():
+        if is_main_process():
             epoch = "-" if result.best_epoch is None else f"{result.best_epoch:.0f}"
             print(
                 f"learning rate {learning_rate:g}, weight decay {weight_decay:g}: best dev nDCG@10 {result.best_dev:.4f} "
@@ -268,7 +269,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         if result.stopped:
             raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
         head.load_state_dict(interpolate(start_state, head_state(head), interpolation))
-        if _is_main():
+        if is_main_process():
             print(
                 f"refit on train + dev for {config.stop_after_epoch} epochs at learning rate {best.learning_rate:g}, "
                 f"weight decay {best.weight_decay:g}"
@@ -295,7 +296,7 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         refit_on_dev=refit,
         seconds=time.time() - started,
     )
-    if _is_main():
+    if is_main_process():
         if card_hook is not None:
             card_hook(model, summary)
         save_model(model, settings.output_dir)
