@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from modeling.build import build_model, find_head, load_encoder  # noqa: E402
-from modeling.cached_input import cached_twin, prefix_model  # noqa: E402
-from modeling.embedding_cache import EmbeddingCache  # noqa: E402
-from modeling.ir_data import load_ir_data  # noqa: E402
-from modeling.training.data import TrainingData, as_pairs_dataset  # noqa: E402
+from modeling.model.build import build_model, find_head, load_encoder  # noqa: E402
+from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
+from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
+from modeling.data.ir_data import load_ir_data  # noqa: E402
+from modeling.data.training_data import TrainingData, as_pairs_dataset  # noqa: E402
 from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial  # noqa: E402
 
 

@@ -15,10 +15,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
 
-from modeling.build import build_model, load_encoder  # noqa: E402
-from modeling.cached_input import cached_twin, prefix_model  # noqa: E402
-from modeling.embedding_cache import EmbeddingCache  # noqa: E402
-from modeling.ir_data import load_ir_data  # noqa: E402
+from modeling.model.build import build_model, load_encoder  # noqa: E402
+from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
+from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
+from modeling.data.ir_data import load_ir_data  # noqa: E402
 
 
 def main() -> None:

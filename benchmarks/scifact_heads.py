@@ -21,12 +21,12 @@ from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
 
 from model_card import card_hook  # noqa: E402
-from modeling.build import load_encoder  # noqa: E402
-from modeling.cached_input import cached_twin, prefix_model  # noqa: E402
-from modeling.embedding_cache import EmbeddingCache  # noqa: E402
+from modeling.model.build import load_encoder  # noqa: E402
+from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
+from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
 from modeling.evaluation.slices import seen_unseen  # noqa: E402
-from modeling.ir_data import load_ir_data  # noqa: E402
-from modeling.training.data import load_training_data  # noqa: E402
+from modeling.data.ir_data import load_ir_data  # noqa: E402
+from modeling.data.training_data import load_training_data  # noqa: E402
 from modeling.training.run import TrainSettings, train  # noqa: E402
 
 VARIANTS = {

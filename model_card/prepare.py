@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
 from model_card.card_data import TAGS, TEMPLATE_PATH, HeadModelCardData
-from modeling.build import encoder_display_name, encoder_source, find_head, placement_of
+from modeling.model.build import encoder_display_name, encoder_source, find_head
+from modeling.model.layout import ModelLayout
 
 # Card fields that belong to one object and must not be carried from the card data being replaced.
 _NOT_CARRIED = {"model", "template_path", "_cached_dict", "first_save", "save_dir", "_asset_cache"}
@@ -139,19 +139,19 @@ def prepare_card(
 
 def head_facts(model: SentenceTransformer) -> dict[str, Any]:
     """What the card says about the head, read from the model (never from what a caller believes)."""
+    layout = ModelLayout.of(model)
     head = find_head(model)
-    encoder_modules = _encoder_modules(model)
-    encoder_parameters = [p for module in encoder_modules for p in module.parameters()]
+    encoder_parameters = [p for module in layout.prefix for p in module.parameters()]
     facts = {
         "kind": head.kind,
-        "placement": placement_of(model),
+        "placement": layout.placement,
         "in_features": head.in_features,
         "out_features": head.out_features,
         "init": head.init,
         "trainable_parameters": head.num_trainable_parameters(),
         "encoder_parameters": sum(p.numel() for p in encoder_parameters),
         "encoder_frozen": not any(p.requires_grad for p in encoder_parameters),
-        "normalized": any(isinstance(module, Normalize) for module in model),
+        "normalized": layout.normalize,
         "seed": head.seed,
     }
     if head.kind == "mlp":
@@ -212,17 +212,6 @@ def limitations(card: HeadModelCardData, model: SentenceTransformer) -> list[str
         )
     items.extend(str(item) for item in training.get("limitations", []) or [])
     return items
-
-
-def _encoder_modules(model: SentenceTransformer) -> list[Any]:
-    """The modules before the one that holds the head (the frozen encoder)."""
-    head = find_head(model)
-    modules = []
-    for module in model:
-        if module is head or any(sub is head for sub in module.modules()):
-            return modules
-        modules.append(module)
-    return modules
 
 
 def _set_encoder(card: HeadModelCardData, model: SentenceTransformer, named: str | None) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from modeling import ProjectionHead, build_model, find_head, save_model
-from modeling.build import freeze
+from modeling.model.build import freeze
 from tests.subprocess_load import load_in_subprocess
 from tests.tiny_encoder import tiny_encoder
 

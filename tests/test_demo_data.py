@@ -1,8 +1,8 @@
 """The embedded demo dataset is written by the project, deterministic, valid and split by query."""
 
-from modeling.demo_data import demo_dataset_path, write_demo_dataset
-from modeling.ir_data import load_ir_data
-from modeling.training.data import load_training_data
+from modeling.data.demo_data import demo_dataset_path, write_demo_dataset
+from modeling.data.ir_data import load_ir_data
+from modeling.data.training_data import load_training_data
 
 
 def test_demo_dataset_is_deterministic_and_loads(tmp_path):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-import evaluate
+from modeling.cli import evaluate
 from modeling import build_model, find_head, save_model
 from tests.test_ir_data import write_jsonl, write_qrels
 

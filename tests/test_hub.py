@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from model_card import install_card_data, prepare_card
-from modeling.build import build_model, find_head, save_model
+from modeling.model.build import build_model, find_head, save_model
 from modeling.hub import PushError, main, model_files, preflight, push_model
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.subprocess_load import load_in_subprocess

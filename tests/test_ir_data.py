@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from modeling.ir_data import DataError, IRData, available_splits, load_ir_data
+from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_data
 
 CORPUS = [
     {"_id": "d1", "title": "Cats", "text": "cats purr"},
@@ -141,7 +141,7 @@ def test_bad_qrels_rows(tmp_path):
 
 
 def test_load_qrels_only(tmp_path):
-    from modeling.ir_data import load_qrels
+    from modeling.data.ir_data import load_qrels
 
     folder = beir_folder(tmp_path / "toy")
     assert load_qrels(folder, "train") == {"q3": {"d3": 1}}

@@ -16,7 +16,7 @@ from huggingface_hub import ModelCard, ModelCardData, metadata_load
 from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-import modeling.build
+import modeling.model.build
 from model_card import (
     EVALUATION_END,
     EVALUATION_START,
@@ -27,7 +27,7 @@ from model_card import (
 )
 from model_card.card_data import SUMMARY_END, SUMMARY_START
 from model_card.evaluation import METRICS
-from modeling.build import DEFAULT_ENCODER_NAME, build_model, find_head, save_model
+from modeling.model.build import DEFAULT_ENCODER_NAME, build_model, find_head, save_model
 from tests.fake_hub import fake_hub  # noqa: F401  (fixture)
 
 PAIRS = {
@@ -178,7 +178,7 @@ def test_front_matter_validates(trained_query_model, fake_hub):  # noqa: F811
 def test_default_encoder_is_named_by_its_hub_id_offline(tiny, monkeypatch):
     """Offline the library cannot find ``base_model``; the card still names the default encoder's Hub id."""
     folder = tiny[0].auto_model.config._name_or_path
-    monkeypatch.setattr(modeling.build, "default_encoder_path", lambda: folder)  # tiny stands in for the gt folder
+    monkeypatch.setattr(modeling.model.build, "default_encoder_path", lambda: folder)  # tiny stands in for the gt folder
     model = build_model(tiny, placement="query")
     card = install_card_data(model)
     assert card.base_model == DEFAULT_ENCODER_NAME
@@ -318,8 +318,8 @@ def test_demo_run_card_matches_its_evaluation_json():
 
 def test_train_then_evaluate_card_matches_the_evaluation_json(tmp_path):
     """train.py (with the card hook) then ``evaluate.py --card`` on tiny data: the card's numbers are the JSON's."""
-    import evaluate
-    import train
+    from modeling.cli import evaluate
+    from modeling.cli import train
     from tests.training_fixtures import pair_rows, save_tiny_encoder, write_beir
 
     data = write_beir(tmp_path / "beir", pair_rows(60))

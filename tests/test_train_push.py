@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import train
+from modeling.cli import train
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.training_fixtures import pair_rows, save_tiny_encoder, write_jsonl
 

@@ -16,11 +16,11 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import transformer as transformer_module
 
-import train
+from modeling.cli import train
 from modeling import find_head
-from modeling.cached_input import cached_twin, prefix_model
-from modeling.embedding_cache import EmbeddingCache
-from modeling.training.data import load_training_data
+from modeling.cache.cached_input import cached_twin, prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.data.training_data import load_training_data
 from tests.training_fixtures import pair_rows, save_tiny_encoder, write_beir, write_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,7 +145,7 @@ def test_users_failing_recipe_trips_the_guard_and_defaults_do_not(tmp_path, enco
     ],
 )
 def test_bad_training_input_fails_before_any_model_loads(tmp_path, rows, message, capsys, monkeypatch):
-    monkeypatch.setattr("modeling.build.load_encoder", lambda *a, **k: pytest.fail("model loaded before validation"))
+    monkeypatch.setattr("modeling.model.build.load_encoder", lambda *a, **k: pytest.fail("model loaded before validation"))
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert train.main(["--data", str(path), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 2
@@ -162,7 +162,7 @@ def test_qrels_naming_unknown_ids_fail_clearly(tmp_path, capsys):
 
 
 def test_hard_negatives_never_take_another_positive_of_the_query(tmp_path, encoder_dir):
-    from modeling.training.data import as_pairs_dataset
+    from modeling.data.training_data import as_pairs_dataset
     from modeling.training.run import TrainSettings, training_dataset
 
     rows = pair_rows(60)

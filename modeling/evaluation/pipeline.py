@@ -15,12 +15,12 @@ from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from modeling.build import encoder_display_name
-from modeling.cached_input import prefix_model
-from modeling.embedding_cache import EmbeddingCache
+from modeling.model.build import encoder_display_name
+from modeling.cache.cached_input import prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.evaluation import significance
 from modeling.evaluation.bm25 import BM25, BM25Settings
-from modeling.evaluation.dense import DenseEncoder, base_model, documents_shared, has_head, load_model
+from modeling.evaluation.systems import DenseEncoder, base_model, documents_shared, has_head, load_model
 from modeling.evaluation.faiss_search import faiss_search, require_faiss
 from modeling.evaluation.fusion import choose_weight, convex, rrf
 from modeling.evaluation.metrics import MAIN_METRIC, Run, mean_metrics, per_query_metrics
@@ -28,7 +28,7 @@ from modeling.evaluation.pair_scores import pair_scores, summarise
 from modeling.evaluation.plots import plot_metric_change, plot_score_distributions
 from modeling.evaluation.search import check_score, exact_search, to_run
 from modeling.evaluation.slices import DEFINITION, seen_unseen
-from modeling.ir_data import DataError, IRData, available_splits, load_ir_data, load_qrels
+from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_data, load_qrels
 
 DEV_SPLITS = ("dev", "validation")
 SCHEMA_VERSION = 1

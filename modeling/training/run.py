@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from modeling.build import build_model, encoder_display_name, find_head, load_encoder, save_model
-from modeling.cached_input import cached_twin, prefix_model
-from modeling.embedding_cache import EmbeddingCache
-from modeling.training.data import TrainingData, as_labelled_dataset, as_pairs_dataset
+from modeling.model.build import build_model, encoder_display_name, find_head, load_encoder, save_model
+from modeling.cache.cached_input import cached_twin, prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.data.training_data import TrainingData, as_labelled_dataset, as_pairs_dataset
 from modeling.training.trial import (
     LOSSES,
     TrialConfig,
@@ -185,7 +185,6 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         seed=settings.seed,
         **head_kwargs,
     )
-    model.model_card_data.base_model = encoder_display_name(settings.encoder)
     head = find_head(model)
     cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
     queries, documents = data.all_texts()

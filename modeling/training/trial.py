@@ -31,7 +31,7 @@ from sentence_transformers.sentence_transformer.training_args import (
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from modeling.projection_head import ProjectionHead
+from modeling.model.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
 
 LOSSES = ("mnrl", "cosine-mse", "contrastive")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from modeling.ir_data import DataError, available_splits, is_beir_folder, load_ir_data
+from modeling.data.ir_data import DataError, available_splits, is_beir_folder, load_ir_data
 
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".tsv": "csv"}
 MIN_DEV_QUERIES = 5

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules.normalize import Normalize
 from torch import Tensor
 
-from modeling.build import default_encoder_path, find_head, placement_of
-from modeling.cached_input import cached_twin, has_normalize, split_model
-from modeling.embedding_cache import EmbeddingCache
+from modeling.cache.cached_input import cached_twin
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.model.build import default_encoder_path, placement_of
+from modeling.model.layout import ModelLayout
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
 
@@ -64,26 +64,13 @@ def load_model(source: str | None, trust_remote_code: bool = False, device: str 
 
 
 def has_head(model: SentenceTransformer) -> bool:
-    try:
-        find_head(model)
-    except ValueError:
-        return False
-    return True
+    return ModelLayout.of(model).head is not None
 
 
 def base_model(model: SentenceTransformer) -> SentenceTransformer:
     """The bare encoder under the head: the model's encoder prefix (+ Normalize when the model normalises)."""
-    if not has_head(model):
-        return model
-    prefix, _ = split_model(model)
-    tail = [Normalize()] if has_normalize(model) else []
-    return SentenceTransformer(
-        modules=[*prefix, *tail],
-        device=str(model.device),
-        prompts=dict(model.prompts),
-        default_prompt_name=model.default_prompt_name,
-        similarity_fn_name=model.similarity_fn_name,
-    )
+    layout = ModelLayout.of(model)
+    return model if layout.head is None else layout.bare(model)
 
 
 def resolve_prompt(model: SentenceTransformer, task: str, prompt: str | None) -> str | None:

@@ -13,7 +13,7 @@ import json
 import random
 from pathlib import Path
 
-from modeling.embedding_cache import PROJECT_HOME
+from modeling.cache.embedding_cache import PROJECT_HOME
 
 VERSION = 3
 CATEGORIES = {

