@@ -1,0 +1,158 @@
+"""Append-only, memory-mapped shards of (key, embedding) rows that several processes may read and extend at once.
+
+A shard is two ``.npy`` files: ``<name>.emb.npy`` (rows, float16 or float32) and ``<name>.keys.npy`` (sorted
+``S16`` keys plus the row each key points at, in ``<name>.rows.npy``). Files are written to a temporary
+name, fsynced and renamed; the keys file is renamed last, so a shard exists for readers only once it is
+whole. Embeddings are opened with ``mmap_mode="r"``: nothing is loaded until a row is read, and the pages
+read are shared page cache, so a process holds the index (24 bytes a row) and little else.
+A shard that cannot be read (truncated, corrupt) is moved to ``corrupt/`` with a warning naming it; its
+texts count as missing again and are re-encoded by the next ``ensure``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from modeling.cache.keys import KEY_DTYPE
+
+logger = logging.getLogger(__name__)
+
+KEYS_SUFFIX = ".keys.npy"
+ROWS_SUFFIX = ".rows.npy"
+EMB_SUFFIX = ".emb.npy"
+
+
+def _write_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` atomically: temp file (mode from the umask), fsync, rename, fsync the folder."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(temporary, "xb") as handle:  # open() honours the umask (mkstemp and safetensors would give 0600)
+        np.save(handle, array, allow_pickle=False)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class ShardStore:
+    """The shards in one folder and a merged, sorted index over all their keys."""
+
+    def __init__(self, directory: str | Path, dimension: int | None = None) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.dimension = dimension
+        self._names: list[str] = []
+        self._shards: list[np.ndarray] = []  # memory-mapped embeddings, one per shard
+        self._keys = np.empty(0, dtype=KEY_DTYPE)  # sorted, unique
+        self._shard_of = np.empty(0, dtype=np.int32)
+        self._row_of = np.empty(0, dtype=np.int32)
+        self._seen: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def refresh(self) -> int:
+        """Open shards written since the last look (by any process); returns how many were added."""
+        new_keys, new_shards, new_rows = [], [], []
+        for keys_path in sorted(self.directory.glob(f"*{KEYS_SUFFIX}")):
+            name = keys_path.name[: -len(KEYS_SUFFIX)]
+            if name in self._seen:
+                continue
+            opened = self._open(name)
+            if opened is None:
+                continue
+            keys, embeddings = opened
+            self._seen.add(name)
+            self._names.append(name)
+            self._shards.append(embeddings)
+            new_keys.append(keys)
+            new_shards.append(np.full(len(keys), len(self._shards) - 1, dtype=np.int32))
+            new_rows.append(np.arange(len(keys), dtype=np.int32))
+        if not new_keys:
+            return 0
+        keys = np.concatenate([self._keys, *new_keys])
+        shard_of = np.concatenate([self._shard_of, *new_shards])
+        row_of = np.concatenate([self._row_of, *new_rows])
+        order = np.argsort(keys, kind="stable")  # stable: a key stored twice keeps its first shard
+        keys = keys[order]
+        first = np.ones(len(keys), dtype=bool)
+        first[1:] = keys[1:] != keys[:-1]
+        self._keys, self._shard_of, self._row_of = keys[first], shard_of[order][first], row_of[order][first]
+        return len(new_keys)
+
+    def _open(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+        paths = [self.directory / f"{name}{suffix}" for suffix in (KEYS_SUFFIX, EMB_SUFFIX)]
+        try:
+            keys = np.load(paths[0], allow_pickle=False)
+            embeddings = np.load(paths[1], mmap_mode="r", allow_pickle=False)
+            if keys.dtype != KEY_DTYPE or keys.ndim != 1:
+                raise ValueError(f"keys of dtype {keys.dtype} and shape {keys.shape}")
+            if embeddings.ndim != 2 or len(embeddings) != len(keys):
+                raise ValueError(f"{len(keys)} keys but embeddings of shape {embeddings.shape}")
+            if self.dimension is not None and embeddings.shape[1] != self.dimension:
+                raise ValueError(f"rows of {embeddings.shape[1]} numbers, expected {self.dimension}")
+        except (OSError, ValueError, EOFError) as error:
+            self._quarantine(name, paths, error)
+            return None
+        return keys, embeddings
+
+    def _quarantine(self, name: str, paths: list[Path], error: Exception) -> None:
+        corrupt = self.directory / "corrupt"
+        corrupt.mkdir(exist_ok=True)
+        for path in paths:
+            if path.exists():
+                shutil.move(str(path), corrupt / path.name)
+        logger.warning(
+            "Cache shard %s is unreadable (%s); moved to %s, its texts will be encoded again.",
+            self.directory / f"{name}{KEYS_SUFFIX}", error, corrupt,
+        )
+
+    def append(self, keys: np.ndarray, embeddings: np.ndarray) -> str:
+        """Write one shard (embeddings first, keys last: the keys file is what makes it visible)."""
+        if len(keys) != len(embeddings):
+            raise ValueError(f"{len(keys)} keys for {len(embeddings)} embeddings")
+        name = f"shard-{uuid.uuid4().hex}"
+        _write_npy(self.directory / f"{name}{EMB_SUFFIX}", np.ascontiguousarray(embeddings))
+        _write_npy(self.directory / f"{name}{KEYS_SUFFIX}", np.ascontiguousarray(keys, dtype=KEY_DTYPE))
+        _fsync_dir(self.directory)
+        return name
+
+    def locate(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(found, shard, row)`` for each key; ``shard``/``row`` are meaningful where ``found``."""
+        if len(self._keys) == 0:
+            zeros = np.zeros(len(keys), dtype=np.int32)
+            return np.zeros(len(keys), dtype=bool), zeros, zeros
+        position = np.searchsorted(self._keys, keys)
+        position = np.minimum(position, len(self._keys) - 1)
+        found = self._keys[position] == keys
+        return found, self._shard_of[position], self._row_of[position]
+
+    def contains(self, keys: np.ndarray) -> np.ndarray:
+        return self.locate(keys)[0]
+
+    def gather(self, shards: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``(shard, row)`` as one float32 array, reading only those rows from the mapped files."""
+        dimension = self._shards[0].shape[1] if self._shards else (self.dimension or 0)
+        if out is None:
+            out = np.empty((len(rows), dimension), dtype=np.float32)
+        for shard in np.unique(shards):
+            where = np.nonzero(shards == shard)[0]
+            out[where] = self._shards[shard][np.sort(rows[where])][np.argsort(np.argsort(rows[where]))]
+        return out
