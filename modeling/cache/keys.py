@@ -43,7 +43,12 @@ def _tokenizer_identity(tokenizer) -> str:
     parts = [type(tokenizer).__name__]
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        parts.append(backend.to_str())  # normaliser (lowercase, accents), pre-tokeniser, model, post-processor
+        # normaliser (lowercase, accents), pre-tokeniser, model, post-processor; not the runtime
+        # truncation/padding state, which the last call left there (max_seq_length is hashed on its own)
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        parts.append(json.dumps(state, sort_keys=True))
     else:
         parts.append(json.dumps(sorted(tokenizer.get_vocab().items())))
     init = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if k not in _LOCAL_KWARGS}

@@ -1,7 +1,7 @@
 """Append-only, memory-mapped shards of (key, embedding) rows that several processes may read and extend at once.
 
-A shard is two ``.npy`` files: ``<name>.emb.npy`` (rows, float16 or float32) and ``<name>.keys.npy`` (sorted
-``S16`` keys plus the row each key points at, in ``<name>.rows.npy``). Files are written to a temporary
+A shard is two ``.npy`` files: ``<name>.emb.npy`` (rows, float16 or float32) and ``<name>.keys.npy`` (``S16``
+keys, one per row); a process merges every shard's keys into one sorted index (np.searchsorted). Files are written to a temporary
 name, fsynced and renamed; the keys file is renamed last, so a shard exists for readers only once it is
 whole. Embeddings are opened with ``mmap_mode="r"``: nothing is loaded until a row is read, and the pages
 read are shared page cache, so a process holds the index (24 bytes a row) and little else.
@@ -24,7 +24,6 @@ from modeling.cache.keys import KEY_DTYPE
 logger = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys.npy"
-ROWS_SUFFIX = ".rows.npy"
 EMB_SUFFIX = ".emb.npy"
 
 
@@ -154,5 +153,5 @@ class ShardStore:
             out = np.empty((len(rows), dimension), dtype=np.float32)
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
-            out[where] = self._shards[shard][np.sort(rows[where])][np.argsort(np.argsort(rows[where]))]
+            out[where] = self._shards[shard][rows[where]]
         return out
