@@ -36,7 +36,8 @@ def text_keys(texts, prompt: str | None = None) -> np.ndarray:
     return np.array([text_key(text, prompt) for text in texts], dtype=KEY_DTYPE)
 
 
-_LOCAL_KWARGS = ("name_or_path", "vocab_file", "tokenizer_file", "is_local", "local_files_only", "cache_dir")
+# Settings that change how a text is split (a saved copy adds runtime ones such as max_length: not identity).
+_TEXT_SETTINGS = ("do_lower_case", "strip_accents", "tokenize_chinese_chars", "add_prefix_space", "trim_offsets")
 
 
 def _tokenizer_identity(tokenizer) -> str:
@@ -51,9 +52,9 @@ def _tokenizer_identity(tokenizer) -> str:
         parts.append(json.dumps(state, sort_keys=True))
     else:
         parts.append(json.dumps(sorted(tokenizer.get_vocab().items())))
-    init = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if k not in _LOCAL_KWARGS}
+    init = {k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items() if k in _TEXT_SETTINGS}
     parts.append(json.dumps(init, sort_keys=True, default=str))
-    parts.append(f"max_length={getattr(tokenizer, 'model_max_length', None)}|side={tokenizer.padding_side}")
+    parts.append(f"truncation_side={getattr(tokenizer, 'truncation_side', None)}")
     return "\n".join(parts)
 
 
