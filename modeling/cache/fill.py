@@ -71,7 +71,7 @@ def fill(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, desc=description, unit="text")
-    size = max(batch_size, min(chunk_texts, batch_size * 4))  # a short first chunk measures the rate
+    size = min(chunk_texts, batch_size * 4)  # a short first chunk measures the rate
     position = 0
     pending: deque = deque()
     was_training = prefix.training
@@ -89,7 +89,7 @@ def fill(
                 elapsed = time.perf_counter() - started
                 rate = done / max(elapsed, 1e-9)
                 # Next chunks: at most chunk_texts texts and about chunk_seconds of work, whole batches.
-                size = int(max(batch_size, min(chunk_texts, rate * chunk_seconds)) // batch_size * batch_size)
+                size = min(chunk_texts, max(batch_size, int(rate * chunk_seconds) // batch_size * batch_size))
                 if bar is not None:
                     bar.update(len(chunk))
                     bar.set_postfix_str(f"{rate:.0f} texts/s")
