@@ -89,12 +89,12 @@ class CollapseError(RuntimeError):
     """Every trial was stopped by the collapse guard; the message says why and what to change."""
 
 
-def _main_process_first():
-    """Rank 0 fills the cache while the other torchrun ranks wait, then they read it (no double encoding)."""
+def _init_distributed() -> None:
+    """Start the torchrun process group (if any) now, so every rank encodes its share of the cache fill."""
     from accelerate import PartialState
 
     # cpu=True where there is no GPU: without it accelerate does not see a multi-process CPU (gloo) run at all.
-    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+    PartialState(cpu=not torch.cuda.is_available())
 
 
 def is_main_process() -> bool:
@@ -188,9 +188,8 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
     head = find_head(model)
     cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
     queries, documents = data.all_texts()
-    with _main_process_first():
-        cache.ensure(queries + documents, description="Embedding training and dev texts")
-    cache.refresh()
+    _init_distributed()
+    cache.ensure(queries + documents, description="Embedding training and dev texts")  # split over torchrun ranks
     if head.out_features < head.in_features and head.init != "default":
         head.fit_pca(cache.get(documents[:20000]))
     twin = cached_twin(model, cache)
