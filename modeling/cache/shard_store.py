@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -50,6 +51,52 @@ def _fsync_dir(folder: Path) -> None:
         os.close(descriptor)
 
 
+class _Shard:
+    """One shard's embeddings file: rows are read with ``os.pread`` (page cache only, nothing counted in RSS).
+
+    A memory map would be simpler, but each scattered read faults in 16 pages around it (kernel fault-around,
+    MADV_RANDOM does not stop it): random training look-ups then grow RSS toward the whole file.
+    """
+
+    def __init__(self, path: Path, header: np.memmap) -> None:
+        self.path = path
+        self.offset = header.offset
+        self.dtype = header.dtype
+        self.dim = header.shape[1]
+        self.rows = header.shape[0]
+        self.row_bytes = self.dtype.itemsize * self.dim
+        self._fd: int | None = None
+
+    def fd(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """Rows ``rows`` (any order); runs of consecutive rows are read in one call."""
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        buffer = bytearray(len(rows) * self.row_bytes)
+        view = memoryview(buffer)
+        breaks = np.nonzero(np.diff(sorted_rows) != 1)[0] + 1
+        position = 0
+        descriptor = self.fd()
+        for run in np.split(sorted_rows, breaks):
+            size = len(run) * self.row_bytes
+            got = os.preadv(descriptor, [view[position : position + size]], self.offset + int(run[0]) * self.row_bytes)
+            if got != size:
+                raise OSError(f"short read from {self.path}")
+            position += size
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        out[order] = np.frombuffer(buffer, dtype=self.dtype).reshape(len(rows), self.dim)
+        return out
+
+
 class ShardStore:
     """The shards in one folder and a merged, sorted index over all their keys."""
 
@@ -58,7 +105,7 @@ class ShardStore:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.dimension = dimension
         self._names: list[str] = []
-        self._shards: list[np.ndarray] = []  # memory-mapped embeddings, one per shard
+        self._shards: list[_Shard] = []
         self._keys = np.empty(0, dtype=KEY_DTYPE)  # sorted, unique
         self._shard_of = np.empty(0, dtype=np.int32)
         self._row_of = np.empty(0, dtype=np.int32)
@@ -96,7 +143,7 @@ class ShardStore:
         self._keys, self._shard_of, self._row_of = keys[first], shard_of[order][first], row_of[order][first]
         return len(new_keys)
 
-    def _open(self, name: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def _open(self, name: str) -> tuple[np.ndarray, _Shard] | None:
         paths = [self.directory / f"{name}{suffix}" for suffix in (KEYS_SUFFIX, EMB_SUFFIX)]
         try:
             keys = np.load(paths[0], allow_pickle=False)
@@ -110,7 +157,9 @@ class ShardStore:
         except (OSError, ValueError, EOFError) as error:
             self._quarantine(name, paths, error)
             return None
-        return keys, embeddings
+        shard = _Shard(paths[1], embeddings)
+        del embeddings  # the header was all we needed from the map
+        return keys, shard
 
     def _quarantine(self, name: str, paths: list[Path], error: Exception) -> None:
         corrupt = self.directory / "corrupt"
@@ -127,7 +176,7 @@ class ShardStore:
         """Write one shard (embeddings first, keys last: the keys file is what makes it visible)."""
         if len(keys) != len(embeddings):
             raise ValueError(f"{len(keys)} keys for {len(embeddings)} embeddings")
-        name = f"shard-{uuid.uuid4().hex}"
+        name = f"shard-{time.time_ns():020d}-{uuid.uuid4().hex[:12]}"  # sorts in write order: first copy wins
         _write_npy(self.directory / f"{name}{EMB_SUFFIX}", np.ascontiguousarray(embeddings))
         _write_npy(self.directory / f"{name}{KEYS_SUFFIX}", np.ascontiguousarray(keys, dtype=KEY_DTYPE))
         _fsync_dir(self.directory)
@@ -148,10 +197,15 @@ class ShardStore:
 
     def gather(self, shards: np.ndarray, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Rows ``(shard, row)`` as one float32 array, reading only those rows from the mapped files."""
-        dimension = self._shards[0].shape[1] if self._shards else (self.dimension or 0)
+        dimension = self._shards[0].dim if self._shards else (self.dimension or 0)
         if out is None:
             out = np.empty((len(rows), dimension), dtype=np.float32)
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
-            out[where] = self._shards[shard][rows[where]]
+            out[where] = self._shards[shard].read(rows[where])
         return out
+
+    def close(self) -> None:
+        """Close the shard files (they are reopened on the next look-up)."""
+        for shard in self._shards:
+            shard.close()
