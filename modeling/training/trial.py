@@ -31,6 +31,7 @@ from sentence_transformers.sentence_transformer.training_args import (
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from modeling.cache.indexed_rows import IndexedNoDuplicatesBatchSampler, use_cached_rows
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
 
@@ -211,7 +212,7 @@ def run_trial(
         report_to="none",
         seed=config.seed,
         data_seed=config.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if config.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
+        batch_sampler=IndexedNoDuplicatesBatchSampler if config.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
         router_mapping=router_mapping(dataset, placement),
         disable_tqdm=not show_progress,
         dataloader_num_workers=0,
@@ -229,6 +230,7 @@ def run_trial(
         evaluator=None if refit else evaluator,
         callbacks=([guard] if use_guard else []) + ([StopAfterEpoch(config.stop_after_epoch)] if refit else []),
     )
+    use_cached_rows(trainer, dataset)  # batches gathered by text id from the cache, not hashed per text
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     if show_progress:
