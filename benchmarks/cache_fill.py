@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from modeling.cache.cached_input import prefix_model  # noqa: E402
-from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
-from modeling.data.ir_data import load_beir_folder  # noqa: E402
-from modeling.model.build import load_encoder  # noqa: E402
+from modeling.cache.cached_input import prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.data.ir_data import load_beir_folder
+from modeling.model.build import load_encoder
 
 
 def ndcg_at_10(data, doc_ids, doc_rows, query_rows) -> float:

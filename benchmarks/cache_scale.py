@@ -19,12 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import sentence_transformers  # noqa: E402, F401  (the import a training job pays, counted in the peak)
-import torch  # noqa: E402, F401
+import numpy as np
+import sentence_transformers  # noqa: F401  (the import a training job pays, counted in the peak)
+import torch
 
-from modeling.cache.keys import KEY_DTYPE  # noqa: E402
-from modeling.cache.shard_store import ShardStore  # noqa: E402
+from modeling.cache.keys import KEY_DTYPE
+from modeling.cache.shard_store import ShardStore
 
 
 def rss_gb() -> float:

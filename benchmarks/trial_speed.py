@@ -23,26 +23,45 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from sentence_transformers import SentenceTransformer  # noqa: E402
-from sentence_transformers.base.modules import Transformer  # noqa: E402
-from sentence_transformers.base.modules.normalize import Normalize  # noqa: E402
-from sentence_transformers.sentence_transformer.modules import Pooling  # noqa: E402
-from sentence_transformers.sentence_transformer.training_args import BatchSamplers  # noqa: E402
-from transformers import get_linear_schedule_with_warmup  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.base.modules import Transformer
+from sentence_transformers.base.modules.normalize import Normalize
+from sentence_transformers.sentence_transformer.modules import Pooling
+from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+from transformers import get_linear_schedule_with_warmup
 
-from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
-from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
-from modeling.cache.keys import text_keys  # noqa: E402
-from modeling.model.build import build_model, find_head  # noqa: E402
-from modeling.training import trial as trial_module  # noqa: E402
-from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial  # noqa: E402
-from tests.tiny_encoder import write_tiny_bert  # noqa: E402
+from modeling.cache.cached_input import cached_twin, prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.cache.keys import text_keys
+from modeling.model.build import build_model, find_head
+from modeling.training import trial as trial_module
+from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial
+from tests.tiny_encoder import write_tiny_bert
 
-WORDS = "red blue green cat dog lamp desk wool metal cup tea bag shoe boot chair table phone cable".split()
+WORDS = [
+    "red",
+    "blue",
+    "green",
+    "cat",
+    "dog",
+    "lamp",
+    "desk",
+    "wool",
+    "metal",
+    "cup",
+    "tea",
+    "bag",
+    "shoe",
+    "boot",
+    "chair",
+    "table",
+    "phone",
+    "cable",
+]
 
 
 def synthetic_texts(count: int, prefix: str, words: int, seed: int) -> list[str]:

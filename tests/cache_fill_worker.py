@@ -21,7 +21,7 @@ def load(bert_dir: str) -> SentenceTransformer:
 
 
 def texts(count: int) -> list[str]:
-    words = "red blue green cat dog lamp desk wool metal cup tea bag".split()
+    words = ["red", "blue", "green", "cat", "dog", "lamp", "desk", "wool", "metal", "cup", "tea", "bag"]
     return [f"{words[i % 12]} {words[(i // 12) % 12]} {words[(i // 144) % 12]} {i}" for i in range(count)]
 
 
@@ -46,4 +46,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "slow":
         slow_fill(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
-        rank_fill(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8])
+        rank_fill(
+            sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]), sys.argv[8]
+        )

@@ -15,7 +15,9 @@ from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.cache.keys import encoder_fingerprint, text_key
 from modeling.cache.shard_store import ShardStore
 
-TEXTS = [f"the {c} {t} of {m}" for c in ("red", "blue", "green") for t in ("cat", "dog", "lamp") for m in ("wool", "metal")]
+TEXTS = [
+    f"the {c} {t} of {m}" for c in ("red", "blue", "green") for t in ("cat", "dog", "lamp") for m in ("wool", "metal")
+]
 
 
 def test_text_key_is_unambiguous_with_nul():

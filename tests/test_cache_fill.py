@@ -58,9 +58,19 @@ def test_two_gloo_ranks_split_the_fill_and_match_one_process(tmp_path, bert_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ranks = [
         subprocess.Popen(
-            [*WORKER, "rank", bert_dir, str(tmp_path / "shared"), str(count), str(tmp_path / "init"), str(rank),
-             str(world), str(tmp_path / f"rank{rank}")], env=env,
-        )  # fmt: skip
+            [
+                *WORKER,
+                "rank",
+                bert_dir,
+                str(tmp_path / "shared"),
+                str(count),
+                str(tmp_path / "init"),
+                str(rank),
+                str(world),
+                str(tmp_path / f"rank{rank}"),
+            ],
+            env=env,
+        )
         for rank in range(world)
     ]
     assert [process.wait(timeout=300) for process in ranks] == [0, 0]

@@ -30,7 +30,7 @@ PROJECT_HOME = Path(os.environ.get("FROZEN_HEAD_HOME", Path.home() / ".cache" / 
 DEFAULT_CACHE_ROOT = Path(os.environ.get("FROZEN_HEAD_CACHE", PROJECT_HOME / "embeddings"))
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
-__all__ = ["DEFAULT_CACHE_ROOT", "EmbeddingCache", "PROJECT_HOME", "encoder_fingerprint", "text_key"]
+__all__ = ["DEFAULT_CACHE_ROOT", "PROJECT_HOME", "EmbeddingCache", "encoder_fingerprint", "text_key"]
 
 
 class EmbeddingCache:
@@ -66,8 +66,8 @@ class EmbeddingCache:
         self.precision = resolve_precision(precision, prefix.device)
         self.storage = storage
         self.fingerprint = encoder_fingerprint(prefix)
-        self.directory = Path(root or DEFAULT_CACHE_ROOT) / FORMAT_VERSION / (
-            f"{self.fingerprint}-{self.precision}-{storage}"
+        self.directory = (
+            Path(root or DEFAULT_CACHE_ROOT) / FORMAT_VERSION / (f"{self.fingerprint}-{self.precision}-{storage}")
         )
         self.batch_size = batch_size or (512 if on_cuda else 64)
         self.workers = workers or (2 if on_cuda else 1)

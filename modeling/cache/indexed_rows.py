@@ -39,7 +39,9 @@ class TextIds:
         for column in text_columns(dataset):
             values = dataset.with_format("arrow")[column].to_pylist()  # dataset[column] formats row by row: slow
             keys = (text if isinstance(text, str) else repr(text) for text in values)
-            columns.append(np.fromiter((self.ids.setdefault(key, len(self.ids)) for key in keys), np.int64, len(values)))
+            columns.append(
+                np.fromiter((self.ids.setdefault(key, len(self.ids)) for key in keys), np.int64, len(values))
+            )
         self.matrix = np.stack(columns, axis=1) if columns else np.zeros((len(dataset), 0), dtype=np.int64)
         self.texts = list(self.ids)
 

@@ -176,7 +176,9 @@ class ShardStore:
                 shutil.move(str(path), corrupt / path.name)
         logger.warning(
             "Cache shard %s is unreadable (%s); moved to %s, its texts will be encoded again.",
-            self.directory / f"{name}{KEYS_SUFFIX}", error, corrupt,
+            self.directory / f"{name}{KEYS_SUFFIX}",
+            error,
+            corrupt,
         )
 
     def append(self, keys: np.ndarray, embeddings: np.ndarray) -> str:
