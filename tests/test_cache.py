@@ -112,3 +112,11 @@ def test_store_lookup_of_many_shards(tmp_path):
     assert found.all()
     np.testing.assert_array_equal(store.gather(shards, where), rows[pick])
     assert not store.contains(np.array([text_key("nope")], dtype="S16")).any()
+
+
+def test_fill_with_worker_threads_equals_encode(tiny, cache_root):
+    """Two chunks in flight (the CUDA default path, here on CPU): each thread has its own model copy."""
+    cache = EmbeddingCache(tiny, root=cache_root, show_progress_bar=False, workers=2, chunk_texts=4, batch_size=2)
+    assert cache.ensure(TEXTS) == len(TEXTS)
+    assert torch.allclose(cache.get(TEXTS), tiny.encode(TEXTS, convert_to_tensor=True), atol=1e-6)
+    assert len(list(cache.directory.glob("*.keys.npy"))) >= len(TEXTS) // 4

@@ -44,7 +44,7 @@ class EmbeddingCache:
         storage: ``float32`` or ``float16`` rows on disk (look-ups always return float32).
         precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp16`` or ``fp32``.
         chunk_texts, chunk_seconds: a shard is written every this many texts or about this many seconds.
-        workers: chunks encoded at once (threads); ``None``: 2 on CUDA, 1 on CPU.
+        workers: chunks encoded at once (threads); ``None``: 4 on CUDA, 1 on CPU.
     """
 
     def __init__(
@@ -70,7 +70,7 @@ class EmbeddingCache:
             Path(root or DEFAULT_CACHE_ROOT) / FORMAT_VERSION / (f"{self.fingerprint}-{self.precision}-{storage}")
         )
         self.batch_size = batch_size or (512 if on_cuda else 64)
-        self.workers = workers or (2 if on_cuda else 1)
+        self.workers = workers or (4 if on_cuda else 1)
         self.chunk_texts = chunk_texts
         self.chunk_seconds = chunk_seconds
         self.show_progress_bar = show_progress_bar

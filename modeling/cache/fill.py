@@ -1,6 +1,7 @@
 """Encoding the missing texts in chunks, each written as a shard as soon as it is done.
 
-A kill loses at most the chunk in flight (``chunk_texts`` texts, or about ``chunk_seconds`` of work); the
+A kill loses at most the chunks in flight (``workers`` of them, each ``chunk_texts`` texts or about
+``chunk_seconds`` of work; one on CPU); the
 rerun finds the written shards and encodes only the rest. Texts are sorted by length (longest first, as
 ``encode`` does inside a call) so batches carry little padding; on a GPU the encoder runs under fp16
 autocast with larger batches, and ``workers`` threads encode consecutive chunks so one chunk's tokenisation
@@ -10,7 +11,9 @@ autocast with larger batches, and ``workers`` threads encode consecutive chunks 
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -34,13 +37,38 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+class ThreadModels:
+    """One copy of the prefix per worker thread: a fast tokenizer must not be called from two threads at once
+    (it mutates its truncation/padding state: "Already borrowed"); the copies share no state, and MiniLM's
+    weights are 90 MB a copy."""
+
+    def __init__(self, prefix: SentenceTransformer, workers: int) -> None:
+        self.prefix = prefix
+        self.workers = workers
+        self.local = threading.local()
+
+    def get(self) -> SentenceTransformer:
+        if self.workers <= 1:
+            return self.prefix
+        model = getattr(self.local, "model", None)
+        if model is None:
+            model = self.local.model = copy.deepcopy(self.prefix)
+        return model
+
+
 def encode_texts(
-    prefix: SentenceTransformer, texts: Sequence[str], prompt: str | None, batch_size: int, precision: str
+    prefix: SentenceTransformer | ThreadModels,
+    texts: Sequence[str],
+    prompt: str | None,
+    batch_size: int,
+    precision: str,
 ) -> np.ndarray:
     """The library's ``encode`` of ``texts`` as float32 rows, under fp16 autocast when asked."""
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.float16) if precision == "fp16" else contextlib.nullcontext()
     )
+    if isinstance(prefix, ThreadModels):
+        prefix = prefix.get()
     with torch.inference_mode(), autocast:
         embeddings = prefix.encode(
             list(texts), prompt=prompt or None, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
@@ -76,13 +104,14 @@ def fill(
     pending: deque = deque()
     was_training = prefix.training
     prefix.eval()
+    models = ThreadModels(prefix, workers)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             while position < total or pending:
                 while position < total and len(pending) < max(1, workers):
                     chunk = order[position : position + size]
                     position += len(chunk)
-                    pending.append((chunk, pool.submit(encode_texts, prefix, chunk, prompt, batch_size, precision)))
+                    pending.append((chunk, pool.submit(encode_texts, models, chunk, prompt, batch_size, precision)))
                 chunk, future = pending.popleft()
                 write(chunk, future.result())
                 done += len(chunk)
