@@ -1,8 +1,7 @@
 """Encoding the missing texts in chunks, each written as a shard as soon as it is done.
 
 A kill loses at most the chunks in flight (``workers`` of them, each ``chunk_texts`` texts or about
-``chunk_seconds`` of work; one on CPU); the
-rerun finds the written shards and encodes only the rest. Texts are sorted by length (longest first, as
+``chunk_seconds`` of work; one on CPU); the rerun finds the written shards and encodes only the rest. Texts are sorted by length (longest first, as
 ``encode`` does inside a call) so batches carry little padding; on a GPU the encoder runs under fp16
 autocast with larger batches, and ``workers`` threads encode consecutive chunks so one chunk's tokenisation
 (Rust, outside the GIL) overlaps another's forward pass.
