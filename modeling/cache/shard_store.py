@@ -172,8 +172,10 @@ class ShardStore:
         corrupt = self.directory / "corrupt"
         corrupt.mkdir(exist_ok=True)
         for path in paths:
-            if path.exists():
+            try:
                 shutil.move(str(path), corrupt / path.name)
+            except OSError:  # absent, or another process moved it first
+                pass
         logger.warning(
             "Cache shard %s is unreadable (%s); moved to %s, its texts will be encoded again.",
             self.directory / f"{name}{KEYS_SUFFIX}",
