@@ -13,6 +13,7 @@ import torch
 
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.cache.keys import encoder_fingerprint, text_key
+from modeling.cache import shard_store
 from modeling.cache.shard_store import ShardStore
 
 TEXTS = [
@@ -97,7 +98,8 @@ def test_corrupt_shard_is_moved_aside_and_re_encoded(tiny, cache_root, caplog, d
     assert fresh.encoded_texts == len(TEXTS)
 
 
-def test_store_lookup_of_many_shards(tmp_path):
+def test_store_lookup_of_many_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_store, "MAX_OPEN", 3)  # ten shards, at most three files open
     store = ShardStore(tmp_path, dimension=3)
     rng = np.random.default_rng(0)
     keys = np.array([text_key(str(i)) for i in range(1000)], dtype="S16")
@@ -111,6 +113,7 @@ def test_store_lookup_of_many_shards(tmp_path):
     found, shards, where = store.locate(keys[pick])
     assert found.all()
     np.testing.assert_array_equal(store.gather(shards, where), rows[pick])
+    assert sum(shard._fd is not None for shard in store._shards) <= 3
     assert not store.contains(np.array([text_key("nope")], dtype="S16")).any()
 
 

@@ -1,10 +1,11 @@
 """Append-only, memory-mapped shards of (key, embedding) rows that several processes may read and extend at once.
 
 A shard is two ``.npy`` files: ``<name>.emb.npy`` (rows, float16 or float32) and ``<name>.keys.npy`` (``S16``
-keys, one per row); a process merges every shard's keys into one sorted index (np.searchsorted). Files are written to a temporary
-name, fsynced and renamed; the keys file is renamed last, so a shard exists for readers only once it is
-whole. Embeddings are opened with ``mmap_mode="r"``: nothing is loaded until a row is read, and the pages
-read are shared page cache, so a process holds the index (24 bytes a row) and little else.
+keys, one per row); a process merges every shard's keys into one sorted index (``np.searchsorted``). Files are
+written to a temporary name (mode from the umask), fsynced and renamed; the keys file is renamed last, so a
+shard exists for readers only once it is whole. Embeddings are never loaded: ``np.load(mmap_mode="r")``
+checks a shard's header, rows are read with ``pread`` from the shared page cache, so a process holds the index
+(24 bytes a row) and little else; at most ``MAX_OPEN`` shard files are open at once.
 A shard that cannot be read (truncated, corrupt) is moved to ``corrupt/`` with a warning naming it; its
 texts count as missing again and are re-encoded by the next ``ensure``.
 """
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
+MAX_OPEN = 128  # shard files kept open (10M rows are 1,000 shards; the usual limit is 1,024 descriptors)
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -117,6 +119,7 @@ class ShardStore:
         self._shard_of = np.empty(0, dtype=np.int32)
         self._row_of = np.empty(0, dtype=np.int32)
         self._seen: set[str] = set()
+        self._open_files: dict[int, None] = {}  # shards with an open file, least recently used first
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -213,10 +216,16 @@ class ShardStore:
             out = np.empty((len(rows), dimension), dtype=np.float32)
         for shard in np.unique(shards):
             where = np.nonzero(shards == shard)[0]
+            self._open_files.pop(int(shard), None)
+            self._open_files[int(shard)] = None  # most recently used last
             out[where] = self._shards[shard].read(rows[where])
+            while len(self._open_files) > MAX_OPEN:
+                self._shards[next(iter(self._open_files))].close()
+                self._open_files.pop(next(iter(self._open_files)))
         return out
 
     def close(self) -> None:
         """Close the shard files (they are reopened on the next look-up)."""
         for shard in self._shards:
             shard.close()
+        self._open_files.clear()
