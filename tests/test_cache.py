@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from modeling.cache import shard_store
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.cache.keys import encoder_fingerprint, text_key
-from modeling.cache import shard_store
 from modeling.cache.shard_store import ShardStore
 
 TEXTS = [
