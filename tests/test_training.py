@@ -145,7 +145,8 @@ def test_users_failing_recipe_trips_the_guard_and_defaults_do_not(tmp_path, enco
     ],
 )
 def test_bad_training_input_fails_before_any_model_loads(tmp_path, rows, message, capsys, monkeypatch):
-    monkeypatch.setattr("modeling.model.build.load_encoder", lambda *a, **k: pytest.fail("model loaded before validation"))
+    # Patched where the run looks it up (modeling.training.run imported the name), so the patch really bites.
+    monkeypatch.setattr("modeling.training.run.load_encoder", lambda *a, **k: pytest.fail("model loaded before validation"))
     path = tmp_path / "bad.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert train.main(["--data", str(path), "--output-dir", str(tmp_path / "out"), "--quiet"]) == 2
@@ -162,8 +163,7 @@ def test_qrels_naming_unknown_ids_fail_clearly(tmp_path, capsys):
 
 
 def test_hard_negatives_never_take_another_positive_of_the_query(tmp_path, encoder_dir):
-    from modeling.data.training_data import as_pairs_dataset
-    from modeling.training.run import TrainSettings, training_dataset
+    from modeling.training.dataset import ranking_dataset, training_dataset
 
     rows = pair_rows(60)
     rows += [{"query": rows[i]["query"], "positive": rows[i + 1]["positive"]} for i in range(0, 40, 2)]
@@ -171,9 +171,8 @@ def test_hard_negatives_never_take_another_positive_of_the_query(tmp_path, encod
     encoder = SentenceTransformer(str(encoder_dir))
     cache = EmbeddingCache(prefix_model(encoder), root=tmp_path / "cache", show_progress_bar=False)
     twin = cached_twin(encoder, cache)
-    settings = TrainSettings(output_dir=tmp_path / "out", hard_negatives=3)
-    mined = training_dataset(data, settings, twin)
-    assert len(mined.column_names) == 5 and len(as_pairs_dataset(data)) >= len(mined) > 0
+    mined = training_dataset(data, "mnrl", 3, twin)
+    assert len(mined.column_names) == 5 and len(ranking_dataset(data)) >= len(mined) > 0
     for row in mined:
         values = list(row.values())
         positives = set(data.pairs[values[0]])

@@ -254,32 +254,3 @@ def _carve_dev(data: TrainingData, fraction: float, seed: int, doc_ids: dict[str
     }
     data.labelled = [row for row in data.labelled if row[0] in data.pairs]
     data.dev_corpus = {doc_ids[text]: text for text in data.corpus}
-
-
-def as_pairs_dataset(data: TrainingData) -> Dataset:
-    """(query, positive) rows, the input of the in-batch ranking loss."""
-    rows = [(query, doc) for query, docs in data.pairs.items() for doc in docs]
-    return Dataset.from_dict({"query": [r[0] for r in rows], "positive": [r[1] for r in rows]})
-
-
-def as_labelled_dataset(data: TrainingData, seed: int = 0) -> Dataset:
-    """(query, document, label) rows: the given labels, or positives plus as many random negatives.
-
-    Random negatives never include a known positive of the same query.
-    """
-    if data.labelled:
-        rows = data.labelled
-    else:
-        rng = random.Random(seed)
-        rows = []
-        for query, docs in data.pairs.items():
-            known = set(docs)
-            for doc in docs:
-                rows.append((query, doc, 1.0))
-                negative = rng.choice(data.corpus)
-                while negative in known and len(known) < len(data.corpus):
-                    negative = rng.choice(data.corpus)
-                rows.append((query, negative, 0.0))
-    return Dataset.from_dict(
-        {"query": [r[0] for r in rows], "document": [r[1] for r in rows], "label": [float(r[2]) for r in rows]}
-    )
