@@ -33,6 +33,8 @@ class TrainingCard:
             card.training_logs = [dict(row) for row in chosen_log.rows]
             card.all_hyperparameters = dict(chosen_log.hyperparameters)
             card.non_default_hyperparameters = dict(chosen_log.non_default_hyperparameters)
+            epoch = summary.chosen_epoch  # the bold row: the epoch selection kept in that trial
+            card.best_model_step = next((row["Step"] for row in card.training_logs if row.get("Epoch") == epoch), None)
             decay = summary.chosen_weight_decay
             info["logs_note"] = (
                 f"The trial that was kept (learning rate {summary.chosen_learning_rate:g}"

@@ -82,7 +82,11 @@ class TrainSettings:
         choices=("query", "symmetric"),
     )
     out_features: int | None = flag(
-        "--out-dim", "model", "output dimension (smaller than the encoder's needs --placement symmetric)", type=int
+        "--out-dim",
+        "model",
+        "output dimension (smaller than the encoder's needs --placement symmetric)",
+        type=int,
+        metavar="OUT_DIM",
     )
     init: str | None = flag(
         "--init", "model", "head initialisation (default: identity, or PCA for a reduced head)", choices=INITS
@@ -110,6 +114,7 @@ class TrainSettings:
         default=DEFAULT_LEARNING_RATES,
         type=positive_float,
         nargs="+",
+        metavar="LEARNING_RATE",
     )
     epochs: int = flag(
         "--epochs",
@@ -127,6 +132,7 @@ class TrainSettings:
         default=DEFAULT_WEIGHT_DECAYS,
         type=non_negative_float,
         nargs="+",
+        metavar="WEIGHT_DECAY",
     )
     scale: float = flag(
         "--scale", "training", "mnrl similarity scale, 1/temperature (default 20)", default=20.0, type=positive_float
