@@ -47,7 +47,7 @@ class TrainingCard:
 
 def training_info(summary: Any) -> dict[str, Any]:
     """``prepare_card``'s ``training_info`` from a ``TrainSummary`` (attributes read leniently)."""
-    get = lambda name, default=None: getattr(summary, name, default)  # noqa: E731
+    get = lambda name, default=None: getattr(summary, name, default)
     trials = [dict(trial) for trial in get("trials", []) or []]
     kept_identity = bool(get("kept_identity", False))
     info = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from modeling.data.ir_data import DataError  # noqa: E402
+from modeling.data.ir_data import DataError, missing_local_path  # noqa: E402
 from modeling.training.settings import TrainSettings, parse_settings  # noqa: E402
 
 
@@ -67,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     output_dir = settings.output_dir
     try:
         check_output_dir(output_dir)  # before the data and the model load: nothing is lost to a late error
+        if missing_local_path(settings.encoder):
+            raise DataError(f"--encoder {settings.encoder!r}: file not found (no such folder).")
         data = load_training_data(source, dev_fraction=settings.dev_fraction, seed=settings.seed)
     except (DataError, OutputDirError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if (output_dir / "modules.json").is_file() and not settings.resume:
-        print(f"note: {output_dir} holds a model; it will be replaced (trials are retrained; use --resume to reuse them)")
+        print(
+            f"note: {output_dir} holds a model; it will be replaced (trials are retrained; use --resume to reuse them)"
+        )
     print(
         f"data: {source} ({data.num_pairs} training pairs, {len(data.pairs)} queries; {len(data.dev_queries)} dev queries)"
     )

@@ -7,8 +7,9 @@ Accepted sources:
   ``query, positive[, negative...]`` (pairs, optionally with negatives) or ``query, document, label``
   (labelled pairs, labels in [0, 1]).
 
-The dev split (for picking the learning rate and the epoch) is the BEIR dev qrels when present, else a
-seeded share of the training *queries*: a query and all its pairs land on one side, never both.
+The dev split (for choosing the grid point, the epoch and the interpolation) is the BEIR dev qrels when present,
+else a seeded share of the training queries, half held out by query and half by document (see ``_carve_dev``): a
+query and all its pairs land on one side, never both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from modeling.data.ir_data import DataError, available_splits, is_beir_folder, load_ir_data
+from modeling.data.ir_data import DataError, available_splits, is_beir_folder, load_ir_data, missing_local_path
 
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".tsv": "csv"}
 MIN_DEV_QUERIES = 5
@@ -85,6 +86,8 @@ class TrainingData:
 
 def load_training_data(source: str | Path, dev_fraction: float = 0.1, seed: int = 0) -> TrainingData:
     """Load and validate a training source; raises ``DataError`` with what to fix."""
+    if missing_local_path(source):
+        raise DataError(f"Training data {str(source)!r}: file not found (no such file or folder).")
     if is_beir_folder(source):
         return _from_beir(Path(source), dev_fraction, seed)
     return _from_table(_load_table(str(source)), Path(str(source)).name, dev_fraction, seed)
@@ -98,6 +101,10 @@ def _from_beir(folder: Path, dev_fraction: float, seed: int) -> TrainingData:
     positives = train.relevant
     pairs: dict[str, list[str]] = {}
     for qid, docs in positives.items():
+        if docs and not train.queries[qid].strip():
+            raise DataError(
+                f"{folder}/queries.jsonl: query {qid!r} (judged in qrels/train.tsv) has an empty text. Fix or drop it."
+            )
         if docs:
             pairs.setdefault(train.queries[qid], []).extend(train.corpus[doc] for doc in sorted(docs))
     if not pairs:

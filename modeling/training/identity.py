@@ -38,9 +38,7 @@ def data_fingerprint(data: TrainingData) -> str:
 
 
 def run_identity(data: TrainingData, settings: TrainSettings) -> dict:
-    identity = {
-        key: value for key, value in vars(settings).items() if key not in NOT_IDENTITY
-    }
+    identity = {key: value for key, value in vars(settings).items() if key not in NOT_IDENTITY}
     identity["encoder"] = encoder_display_name(settings.encoder)
     identity["world_size"] = int(os.environ.get("WORLD_SIZE", "1"))
     identity["data_fingerprint"] = data_fingerprint(data)

@@ -7,8 +7,8 @@ advise when a run with it collapses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import (

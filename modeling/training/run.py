@@ -13,9 +13,10 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
@@ -184,7 +185,8 @@ def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple
     top = max(scores.values())
     best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
     logger.info(
-        "dev nDCG@10 by interpolation toward the trained head: %s", ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items())
+        "dev nDCG@10 by interpolation toward the trained head: %s",
+        ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items()),
     )
     return best, scores[best]
 
@@ -218,7 +220,9 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
     head, start = prepared.head, prepared.start_state
     head.load_state_dict(start)
     trial = Trial(best.learning_rate, best.weight_decay, stop_after_epoch=math.ceil(best.best_epoch))
-    full = training_dataset(data.with_dev_merged(), settings.loss, settings.hard_negatives, prepared.twin, settings.seed)
+    full = training_dataset(
+        data.with_dev_merged(), settings.loss, settings.hard_negatives, prepared.twin, settings.seed
+    )
     result = run_trial(
         prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
         trials_dir(settings) / trial.name,

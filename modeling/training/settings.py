@@ -152,19 +152,25 @@ class TrainSettings:
         default=True,
         action="store_false",
     )
-    seed: int = flag("--seed", "training", "seed of the dev carve, the head and the trainer (default 0)", default=0, type=int)
+    seed: int = flag(
+        "--seed", "training", "seed of the dev carve, the head and the trainer (default 0)", default=0, type=int
+    )
     # output
-    output_dir: Path | None = flag(
+    output_dir: Path | None = flag(  # noqa: RUF009  (a Path default is None)
         "--output-dir", "output", "where the model goes (default: runs/<data>-<kind>-<placement>)", type=Path
     )
     cache_dir: str | None = flag(
-        "--cache-dir", "output", "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)"
+        "--cache-dir",
+        "output",
+        "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)",
     )
     resume: bool = flag(
         "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
         action="store_true",
     )  # fmt: skip
-    push_to_hub: str | None = flag("--push-to-hub", "output", "push the trained model to this Hub repo", metavar="ORG/NAME")
+    push_to_hub: str | None = flag(
+        "--push-to-hub", "output", "push the trained model to this Hub repo", metavar="ORG/NAME"
+    )
     private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
     show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
 
@@ -233,7 +239,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         flag_name = meta.pop("flag")
         meta.pop("group")
         default = spec.default
-        group.add_argument(flag_name, dest=spec.name, default=list(default) if isinstance(default, tuple) else default, **meta)
+        group.add_argument(
+            flag_name, dest=spec.name, default=list(default) if isinstance(default, tuple) else default, **meta
+        )
     return parser
 
 
@@ -244,7 +252,9 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
     if settings.hard_negatives < 0:
         parser.error("--hard-negatives must be >= 0")
     if settings.hard_negatives and LOSSES[settings.loss].labelled:
-        parser.error(f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only")
+        parser.error(
+            f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only"
+        )
     if settings.out_features is not None and settings.placement == "query":
         parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
     if settings.push_to_hub and "/" not in settings.push_to_hub:
