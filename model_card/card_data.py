@@ -203,7 +203,7 @@ def _trial_cell(key: str, value: Any) -> str:
 
 
 def _trials_table(trials: list[dict[str, Any]] | None) -> str:
-    """One row per training trial (e.g. per learning rate tried), the columns that the trials report."""
+    """One row per trial of the (learning rate, weight decay) grid, the columns that the trials report."""
     if not trials:
         return ""
     columns = [key for key in TRIAL_COLUMNS if any(trial.get(key) not in (None, "") for trial in trials)]
