@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-from model_card.card_data import TAGS, TEMPLATE_PATH, HeadModelCardData
+from model_card.card_data import HeadModelCardData
 from modeling.model.build import encoder_display_name, encoder_source, find_head
 from modeling.model.layout import ModelLayout
 

@@ -57,7 +57,7 @@ def test_resume_refuses_trials_of_another_run(tmp_path, encoder_dir, capsys, cha
     assert file_hash(output / "model.safetensors") == before, "the refused run changed the saved model"
 
 
-def test_resume_with_the_same_run_reuses_its_trials(tmp_path, encoder_dir, count_texts=None):
+def test_resume_with_the_same_run_reuses_its_trials(tmp_path, encoder_dir):
     data = write_jsonl(tmp_path / "pairs.jsonl", pair_rows(100))
     output, cache = tmp_path / "run", tmp_path / "cache"
     assert run_train(encoder_dir, data, output, cache, *QUICK) == 0
@@ -93,9 +93,9 @@ def test_kill_minus_nine_then_resume_continues_mid_trial_and_matches_an_uninterr
     weights = list(checkpoints.rglob("*.safetensors"))
     assert weights and all(p.stat().st_size < 100_000 for p in weights), "checkpoints must hold the head only"
 
-    resumed = subprocess.run([*command(output), "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run([*command(output), "--resume"], env=env, capture_output=True, text=True, timeout=600, check=False)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = subprocess.run(command(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=600)
+    straight = subprocess.run(command(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=600, check=False)
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     trial = json.loads((output / "trials" / "lr-0.001-wd-0" / "trial.json").read_text())
@@ -121,7 +121,12 @@ def test_a_folder_of_someone_elses_files_is_refused_before_any_work(tmp_path, ca
     assert train.main(["--data", str(data), "--output-dir", str(folder), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert str(folder) in err and "not empty" in err
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+    ]
     assert (folder / "README.md").read_text() == "their README.md"
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from modeling.data.ir_data import DataError, missing_local_path  # noqa: E402
-from modeling.training.settings import TrainSettings, parse_settings  # noqa: E402
+from modeling.data.ir_data import DataError, missing_local_path
+from modeling.training.settings import TrainSettings, parse_settings
 
 
 def parse_args(argv: list[str] | None = None) -> TrainSettings:

@@ -45,8 +45,9 @@ def run_identity(data: TrainingData, settings: TrainSettings) -> dict:
     return json.loads(json.dumps(identity))
 
 
-def check_and_record(trials: Path, identity: dict, resume: bool) -> None:
-    """With ``resume``: refuse stored trials of another run. Then record this run's identity."""
+def check_and_record(trials: Path, identity: dict, resume: bool, write: bool = True) -> None:
+    """With ``resume``: refuse stored trials of another run. Then record this run's identity (when ``write``: every
+    torchrun rank checks, so all of them stop on a mismatch, and rank 0 writes)."""
     path = trials / "run.json"
     if resume and trials.is_dir() and any(trials.iterdir()):
         stored = json.loads(path.read_text()) if path.is_file() else None
@@ -64,5 +65,6 @@ def check_and_record(trials: Path, identity: dict, resume: bool) -> None:
                 f"--resume: the trials in {trials} come from another run ({what}). Rerun with the same data and "
                 f"settings, or start fresh: drop --resume (the trials are retrained) or delete {trials}."
             )
-    trials.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(identity, indent=2))
+    if write:
+        trials.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(identity, indent=2))

@@ -299,11 +299,13 @@ def train(
     settings: TrainSettings,
     model_card_data=None,
     fill_card: Callable[[SentenceTransformer, TrainSummary, TrialLog], None] | None = None,
+    save_extra: Callable[[Path], None] | None = None,
 ) -> TrainSummary:
     """Run the job and save the model to ``settings.output_dir``.
 
     ``model_card_data`` is given to the model at construction (the trainer's card callback fills it);
-    ``fill_card(model, summary, chosen_trial_log)`` completes it just before saving.
+    ``fill_card(model, summary, chosen_trial_log)`` completes it just before saving; ``save_extra(folder)`` writes
+    further artifacts next to the model (inside the folder that is swapped in).
     """
     if settings.loss not in LOSSES:
         raise ValueError(f"Unknown loss {settings.loss!r}; choose one of {tuple(LOSSES)}.")
@@ -311,10 +313,9 @@ def train(
     check_output_dir(settings.output_dir)
     trials = trials_dir(settings)
     identity = run_identity(data, settings)
-    if is_main_process():
-        if not settings.resume:
-            shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
-        check_and_record(trials, identity, settings.resume)
+    if is_main_process() and not settings.resume:
+        shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
+    check_and_record(trials, identity, settings.resume, write=is_main_process())
     prepared = prepare(data, settings, model_card_data)
     results, states = run_grid(prepared, settings, settings.grid())
     choice = choose(prepared, settings, results, states)
@@ -324,5 +325,5 @@ def train(
         if fill_card is not None:
             chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)
             fill_card(prepared.model, summary, TrialLog.read(trials / chosen.name))
-        save(prepared.model, summary, Path(settings.output_dir))
+        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra)
     return summary
