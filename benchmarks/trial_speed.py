@@ -31,7 +31,6 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Transformer
 from sentence_transformers.base.modules.normalize import Normalize
 from sentence_transformers.sentence_transformer.modules import Pooling
-from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 from transformers import get_linear_schedule_with_warmup
 
 from modeling.cache.cached_input import cached_twin, prefix_model
@@ -39,7 +38,9 @@ from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.cache.keys import text_keys
 from modeling.model.build import build_model, find_head
 from modeling.training import trial as trial_module
-from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial
+from modeling.training.dev import dev_evaluator
+from modeling.training.settings import WARMUP_RATIO, TrainSettings, Trial
+from modeling.training.trial import head_state, run_trial
 from tests.tiny_encoder import write_tiny_bert
 
 WORDS = [
@@ -79,39 +80,36 @@ def fill_synthetic(cache: EmbeddingCache, texts: list[str], seed: int) -> torch.
     return torch.from_numpy(rows)
 
 
-def trainer_run(model, cache, dataset, evaluator, config, workdir: Path, indexed: bool) -> tuple[float, int]:
+def trainer_run(model, cache, dataset, evaluator, settings, trial, workdir: Path, indexed: bool) -> tuple[float, int]:
     head = find_head(model)
     twin = cached_twin(model, cache)
-    original = trial_module.__dict__.get("use_cached_rows")
-    sampler = trial_module.IndexedNoDuplicatesBatchSampler
-    if not indexed:
+    hooks = trial_module.use_cached_rows, trial_module.use_indexed_sampler
+    if not indexed:  # the library's own collator path (per-text cache keys) and NoDuplicates sampler
         trial_module.use_cached_rows = lambda trainer, dataset: None
-        trial_module.IndexedNoDuplicatesBatchSampler = BatchSamplers.NO_DUPLICATES
+        trial_module.use_indexed_sampler = lambda args: None
     try:
         started = time.perf_counter()
-        result = run_trial(twin, head, dataset, evaluator, ([], []), config, "query", workdir, show_progress=False,
-                           use_guard=False)  # fmt: skip
+        result = run_trial(twin, head, dataset, evaluator, ([], []), settings, trial, workdir, use_guard=False)
         seconds = time.perf_counter() - started
     finally:
-        trial_module.use_cached_rows = original
-        trial_module.IndexedNoDuplicatesBatchSampler = sampler
+        trial_module.use_cached_rows, trial_module.use_indexed_sampler = hooks
     return result.steps / seconds, result.steps
 
 
-def plain_run(head, queries: torch.Tensor, documents: torch.Tensor, config: TrialConfig, steps: int) -> float:
-    optimizer = torch.optim.AdamW(head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * steps), steps)
+def plain_run(head, queries: torch.Tensor, documents: torch.Tensor, settings, trial, steps: int) -> float:
+    optimizer = torch.optim.AdamW(head.parameters(), lr=trial.learning_rate, weight_decay=trial.weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
     generator = torch.Generator().manual_seed(0)
     head.train()
     started = time.perf_counter()
     done = 0
     while done < steps:
-        for batch in torch.randperm(len(queries), generator=generator).split(config.batch_size):
-            if len(batch) < config.batch_size or done == steps:
+        for batch in torch.randperm(len(queries), generator=generator).split(settings.batch_size):
+            if len(batch) < settings.batch_size or done == steps:
                 continue
             q = F.normalize(head({"sentence_embedding": queries[batch]})["sentence_embedding"], dim=-1)
             d = F.normalize(documents[batch], dim=-1)
-            loss = F.cross_entropy(config.scale * q @ d.T, torch.arange(len(batch)))
+            loss = F.cross_entropy(settings.scale * q @ d.T, torch.arange(len(batch)))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head.parameters(), 1.0)  # the trainer's max_grad_norm default
@@ -149,18 +147,21 @@ def main() -> None:
             {f"d{i}": documents[i] for i in range(args.pairs - 1000, args.pairs)},
             {f"q{i}": {f"d{i}"} for i in dev},
         )
-        config = TrialConfig(learning_rate=1e-3, epochs=args.epochs, batch_size=args.batch_size)
+        settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, placement="query", show_progress=False)
+        trial = Trial(1e-3, 0.0)
         head = find_head(model)
         start = head_state(head)
         rows = {}
         modes = [True, False] if args.baseline else [True]
         for indexed in modes:
             head.load_state_dict(start)
-            rows[indexed] = trainer_run(model, cache, dataset, evaluator, config, folder / f"trial-{indexed}", indexed)
+            rows[indexed] = trainer_run(
+                model, cache, dataset, evaluator, settings, trial, folder / f"trial-{indexed}", indexed
+            )
             print(f"trainer ({'index collator' if indexed else 'per-text look-up'}): "
                   f"{rows[indexed][0]:.1f} steps/s over {rows[indexed][1]} steps", flush=True)  # fmt: skip
         head.load_state_dict(start)
-        plain = plain_run(head, q_rows, d_rows, config, rows[True][1])
+        plain = plain_run(head, q_rows, d_rows, settings, trial, rows[True][1])
     print(f"plain loop: {plain:.1f} steps/s; ratio trainer/plain {rows[True][0] / plain:.2f}")
     print(f"trainer_steps_per_s={rows[True][0]:.1f} plain_steps_per_s={plain:.1f}")
 

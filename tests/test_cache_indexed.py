@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 from datasets import Dataset
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
-from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
 from modeling.cache.cached_input import cached_twin, prefix_model
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.cache.indexed_rows import CachedRows, IndexedNoDuplicatesBatchSampler, text_ids
 from modeling.model.build import build_model, find_head
 from modeling.training import trial
-from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial
+from modeling.training.dev import dev_evaluator
+from modeling.training.settings import TrainSettings, Trial
+from modeling.training.trial import head_state, run_trial
 from tests.training_fixtures import pair_rows
 
 
@@ -42,7 +43,7 @@ def test_cached_rows_equal_the_cache(tiny, cache_root):
 def train_once(tiny, cache_root, tmp_path, name, monkeypatch, indexed: bool):
     if not indexed:
         monkeypatch.setattr(trial, "use_cached_rows", lambda trainer, dataset: None)
-        monkeypatch.setattr(trial, "IndexedNoDuplicatesBatchSampler", BatchSamplers.NO_DUPLICATES)
+        monkeypatch.setattr(trial, "use_indexed_sampler", lambda args: None)
     torch.manual_seed(0)
     model = build_model(tiny, placement="query")
     model.model_card_data.generate_widget_examples = False
@@ -55,9 +56,9 @@ def train_once(tiny, cache_root, tmp_path, name, monkeypatch, indexed: bool):
         {f"q{i}": {f"d{i}"} for i in range(len(rows))},
     )
     head = find_head(model)
-    config = TrialConfig(learning_rate=3e-3, epochs=2, batch_size=16)
-    result = run_trial(cached_twin(model, cache), head, dataset, evaluator, ([], []), config, "query",
-                       tmp_path / name, show_progress=False, use_guard=False)  # fmt: skip
+    settings = TrainSettings(epochs=2, batch_size=16, placement="query", show_progress=False)
+    result = run_trial(cached_twin(model, cache), head, dataset, evaluator, ([], []), settings, Trial(3e-3, 0.0),
+                       tmp_path / name, use_guard=False)  # fmt: skip
     monkeypatch.undo()
     return head_state(head), result
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from sentence_transformers.base.sampler import NoDuplicatesBatchSampler
+from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 from torch import Tensor
 
 from modeling.cache.embedding_cache import EmbeddingCache
@@ -90,6 +91,12 @@ class IndexedNoDuplicatesBatchSampler(NoDuplicatesBatchSampler):
         super().__init__(dataset, *args, **kwargs)
         self.precompute_hashes = True
         self._row_hashes = text_ids(self.dataset).matrix  # label columns were dropped by the parent
+
+
+def use_indexed_sampler(args) -> None:
+    """Swap the library's NoDuplicates sampler in ``args`` for ``IndexedNoDuplicatesBatchSampler`` (same batches)."""
+    if args.batch_sampler in (BatchSamplers.NO_DUPLICATES, BatchSamplers.NO_DUPLICATES.value):
+        args.batch_sampler = IndexedNoDuplicatesBatchSampler
 
 
 def use_cached_rows(trainer, dataset: Dataset) -> None:
