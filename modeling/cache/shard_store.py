@@ -1,4 +1,4 @@
-"""Append-only, memory-mapped shards of (key, embedding) rows that several processes may read and extend at once.
+"""Append-only shards of (key, embedding) rows, read row by row without loading, that several processes share.
 
 A shard is two ``.npy`` files: ``<name>.emb.npy`` (rows, float16 or float32) and ``<name>.keys.npy`` (``S16``
 keys, one per row); a process merges every shard's keys into one sorted index (``np.searchsorted``). Files are
