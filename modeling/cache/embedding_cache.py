@@ -3,7 +3,8 @@
 Nothing in sentence-transformers or datasets caches a frozen prefix's output across runs (the trainer
 re-runs the encoder every step and every evaluation), so this store does: one folder per encoder
 fingerprint under ``<root>/v2/`` (the v1 safetensors folders beside it are left as they are: nothing reads
-or migrates them), append-only npy shards read row by row, never loaded whole (``shard_store``), filled chunk by chunk (``fill``).
+or migrates them), append-only npy shards read row by row, never loaded whole (``shard_store``), filled
+chunk by chunk (``fill``).
 Under torchrun every rank encodes its share of the missing texts, then all read every shard.
 """
 
