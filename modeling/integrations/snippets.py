@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 PLACEHOLDER = "MODEL_ID"
+# A model card's section sits between these (so a converted card can swap it for the stock-format one).
+STACK_START = "<!-- frozen-head:stack:start -->"
+STACK_END = "<!-- frozen-head:stack:end -->"
 # The two forms the snippets use for the flag; both disappear for a stock-format model.
 _TRUST_INLINE = ", trust_remote_code=True"
 _TRUST_LINE = "trust_remote_code"

@@ -85,6 +85,7 @@ def to_stock(model: SentenceTransformer) -> SentenceTransformer:
     card = model.model_card_data
     if hasattr(card, "head"):  # our card data: same facts, saying which format this is
         card.head = {**card.head, "format": "stock"}
+        card.limitations = [item for item in card.limitations if "projection_head.py" not in item]
         stock.model_card_data = card
         card.register_model(stock)
         stock._model_card_text = None
@@ -123,7 +124,7 @@ def check_stock_folder(folder: Path) -> None:
 # Sentences of a custom-format card (model_card/template.md and model_card/prepare.py) and their stock versions.
 _CARD_REPLACEMENTS = (
     (re.compile(r", trust_remote_code=True\)"), ")"),
-    (re.compile(r"^Load it with `trust_remote_code=True`.*$", re.M), "STOCK_FORMAT_SENTENCE"),
+    (re.compile(r"^\*\*Format: custom\.\*\*.*$", re.M), "STOCK_FORMAT_SENTENCE"),
     (re.compile(r"^Then load the model and run inference\. `trust_remote_code=True` is required.*$", re.M),
      "Then load the model and run inference (no `trust_remote_code` needed: the model uses the library's own modules)."),
     (re.compile(r"^- Loading runs code from this repository.*$\n?", re.M), ""),
@@ -133,8 +134,15 @@ _CARD_REPLACEMENTS = (
 
 def stock_card_text(text: str, sentence: str) -> str:
     """The README of a custom-format model, rewritten for the stock format of the same model."""
+    from modeling.integrations.snippets import STACK_END, STACK_START, section
+
+    start, end = text.find(STACK_START), text.find(STACK_END)
+    if 0 <= start < end:  # the snippets, rendered again without trust_remote_code
+        model_id = re.search(r'SentenceTransformer\("([^"]+)"', text)
+        stack = section(model_id.group(1) if model_id else "org/name", trust_remote_code=False)
+        text = text[: start + len(STACK_START)] + "\n" + stack + text[end:]
     for pattern, replacement in _CARD_REPLACEMENTS:
-        text = pattern.sub(sentence if replacement == "STOCK_FORMAT_SENTENCE" else replacement, text)
+        text = pattern.sub(lambda _: sentence if replacement == "STOCK_FORMAT_SENTENCE" else replacement, text)
     return text
 
 
