@@ -80,7 +80,8 @@ document_vectors = embeddings.embed_documents(documents)
         "LlamaIndex",
         "pip install llama-index-embeddings-huggingface frozen-head",
         "`HuggingFaceEmbedding` has no setting to route queries, so this package ships a drop-in subclass "
-        "(`modeling/integrations/llama_index.py`, 50 lines: copy it if you prefer).",
+        "(`modeling/integrations/llama_index.py`, 50 lines: copy it if you prefer). On a symmetric model or a bare "
+        "encoder it gives what `encode` gives.",
         f"""from modeling.integrations.llama_index import FrozenHeadEmbedding
 
 embed_model = FrozenHeadEmbedding(model_name="{PLACEHOLDER}", trust_remote_code=True)
@@ -122,7 +123,8 @@ document_vectors = [document.embedding for document in embedded]
         "Chroma",
         "pip install chromadb frozen-head",
         "Chroma's `SentenceTransformerEmbeddingFunction` has no setting to route queries; this package's subclass "
-        "does, and is registered with Chroma: import it before reopening a persistent collection made with it.",
+        "does, and is registered with Chroma: import it before reopening a persistent collection made with it. On a "
+        "symmetric model or a bare encoder it gives what `encode` gives.",
         f"""import chromadb
 from modeling.integrations.chroma import FrozenHeadEmbeddingFunction
 
