@@ -100,3 +100,36 @@ def test_convert_cli_turns_a_custom_folder_into_a_stock_one(tiny, tmp_path, caps
 def test_convert_refuses_a_folder_that_is_no_model(tmp_path):
     with pytest.raises(ValueError, match="no modules.json"):
         convert_folder(tmp_path, tmp_path / "out")
+
+
+def test_train_format_stock_saves_a_stock_model_whose_card_says_so(tmp_path, capsys):
+    from tests.training_fixtures import pair_rows, run_train, save_tiny_encoder, write_beir
+
+    encoder = save_tiny_encoder(tmp_path / "encoder")
+    data = write_beir(tmp_path / "data", pair_rows(60))
+    out = tmp_path / "run"
+    args = ("--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "--weight-decay", "0", "--format", "stock")
+    assert run_train(encoder, data, out, tmp_path / "cache", *args) == 0
+    assert "trust_remote_code" not in capsys.readouterr().out.split("load it with")[-1].splitlines()[0]
+    assert all(kind.startswith("sentence_transformers.") for kind in module_types(out))
+    card = (out / "README.md").read_text()
+    assert "**Format: stock.**" in card and not re.search(r"trust_remote_code\W+True", card)
+    loaded = load_in_subprocess(str(out), TEXTS, trust=False, hide_package=True)
+    assert "error" not in loaded, loaded
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--format", "onnx"], "invalid choice: 'onnx'"),
+        (["--format", "stock", "--kind", "mlp"], "--kind linear"),
+    ],
+)
+def test_train_format_bad_input_exits_2_before_any_work(tmp_path, capsys, argv, says):
+    from modeling.cli import train
+
+    with pytest.raises(SystemExit) as stopped:
+        train.main(["--output-dir", str(tmp_path / "out"), *argv])
+    assert stopped.value.code == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
