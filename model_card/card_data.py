@@ -133,7 +133,11 @@ class HeadModelCardData(SentenceTransformerModelCardData):
             summary_start=SUMMARY_START,
             summary_end=SUMMARY_END,
             stack_section="\n".join(
-                (STACK_START, section(self.model_id or MODEL_ID_PLACEHOLDER, self.head.get("format") != "stock", "##"), STACK_END)
+                (
+                    STACK_START,
+                    section(self.model_id or MODEL_ID_PLACEHOLDER, self.head.get("format") != "stock", "##"),
+                    STACK_END,
+                )
             ),
         )
         return data

@@ -176,7 +176,9 @@ def model_files(folder: Path) -> list[str]:
         for kind in json.loads(config.read_text()).get("types", {}).values()
     )
     required = ("modules.json", "config_sentence_transformers.json", "README.md") + (() if stock else (HEAD_SOURCE,))
-    problems = [f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()] + problems
+    problems = [
+        f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()
+    ] + problems
     if "transformers_modules." in types:
         problems.append(
             "a module type points into transformers_modules (a re-saved remote-code model); save it with modeling.save_model"

@@ -8,10 +8,10 @@ import os
 import subprocess
 import sys
 
+from model_card import install_card_data, prepare_card
+from modeling.hub import push_model
 from modeling.model.build import build_model, save_model
 from modeling.model.stock import export_stock
-from modeling.hub import push_model
-from model_card import install_card_data, prepare_card
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.subprocess_load import REPO_ROOT
 from tests.test_core_model import perturb
@@ -59,7 +59,12 @@ def run_pooled(models: list[tuple[str, bool]], env: dict[str, str] | None = None
     child_env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
         [sys.executable, "-I", "-c", SCRIPT, json.dumps(spec)],
-        capture_output=True, text=True, env=child_env, cwd=cwd, timeout=600,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=cwd,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -239,5 +239,7 @@ def test_deepcopy_keeps_the_class_and_pickle_rebuilds_the_head(tiny):
     assert type(copy.deepcopy(head)) is type(head)
     rebuilt = pickle.loads(pickle.dumps(head))  # by value: 'projection_head' is not an importable module here
     x = torch.randn(3, head.in_features)
-    assert torch.equal(rebuilt({"sentence_embedding": x.clone()})["sentence_embedding"],
-                       head({"sentence_embedding": x.clone()})["sentence_embedding"])
+    assert torch.equal(
+        rebuilt({"sentence_embedding": x.clone()})["sentence_embedding"],
+        head({"sentence_embedding": x.clone()})["sentence_embedding"],
+    )

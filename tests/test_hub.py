@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model_card import install_card_data, prepare_card
-from modeling.model.build import build_model, find_head, save_model
 from modeling.hub import PushError, main, model_files, preflight, push_model
+from modeling.model.build import build_model, find_head, save_model
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.subprocess_load import load_in_subprocess
 
@@ -258,7 +258,9 @@ def test_stock_model_pushes_and_loads_from_the_hub_without_remote_code(tiny, tmp
 
     model = build_model(tiny, kind="linear", placement="query")
     with torch.no_grad():
-        find_head(model).delta.add_(0.2 * torch.randn(find_head(model).delta.shape, generator=torch.Generator().manual_seed(1)))
+        find_head(model).delta.add_(
+            0.2 * torch.randn(find_head(model).delta.shape, generator=torch.Generator().manual_seed(1))
+        )
     install_card_data(model)
     prepare_card(model, training_info={"dataset_name": "toy"})
     expected = {"query": model.encode_query(TEXTS), "document": model.encode_document(TEXTS)}

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from model_card import install_card_data, prepare_card
+from modeling.integrations.snippets import STACK_START
 from modeling.model.build import build_model, save_model
 from modeling.model.stock import StockFormatError, convert_folder, export_stock, main, module_types, to_stock
-from modeling.integrations.snippets import STACK_START
 from tests.subprocess_load import load_in_subprocess
 from tests.test_core_model import TEXTS, assert_same, embeddings, perturb
 
@@ -108,7 +108,18 @@ def test_train_format_stock_saves_a_stock_model_whose_card_says_so(tmp_path, cap
     encoder = save_tiny_encoder(tmp_path / "encoder")
     data = write_beir(tmp_path / "data", pair_rows(60))
     out = tmp_path / "run"
-    args = ("--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "--weight-decay", "0", "--format", "stock")
+    args = (
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--learning-rate",
+        "1e-3",
+        "--weight-decay",
+        "0",
+        "--format",
+        "stock",
+    )
     assert run_train(encoder, data, out, tmp_path / "cache", *args) == 0
     assert "trust_remote_code" not in capsys.readouterr().out.split("load it with")[-1].splitlines()[0]
     assert all(kind.startswith("sentence_transformers.") for kind in module_types(out))

@@ -53,4 +53,3 @@ class FrozenHeadEmbedding(HuggingFaceEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return self._get_text_embeddings(texts)
-

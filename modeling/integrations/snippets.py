@@ -48,7 +48,7 @@ SNIPPETS = (
         "Sentence Transformers",
         "pip install sentence-transformers",
         "`encode_query` goes through the head, `encode_document` does not (query placement). Plain `encode` takes "
-        "the document route; `encode(texts, task=\"query\")` equals `encode_query`.",
+        'the document route; `encode(texts, task="query")` equals `encode_query`.',
         f"""from sentence_transformers import SentenceTransformer
 
 model = SentenceTransformer("{PLACEHOLDER}", trust_remote_code=True)
@@ -93,7 +93,7 @@ document_vectors = embed_model.get_text_embedding_batch(documents)
         "haystack",
         "Haystack (sentence-transformers-haystack)",
         "pip install haystack-ai sentence-transformers-haystack",
-        "`encode_kwargs={\"task\": \"query\"}` on the text embedder routes queries through the head (it survives "
+        '`encode_kwargs={"task": "query"}` on the text embedder routes queries through the head (it survives '
         "`Pipeline.dumps`/`loads`).",
         f"""from haystack import Document
 from haystack_integrations.components.embedders.sentence_transformers import (
@@ -159,9 +159,11 @@ def section(model_id: str = "org/name", trust_remote_code: bool = True, heading:
     lines = [
         f"{heading} Use it in your stack",
         "",
-        "A query-only model helps only where queries go through `encode_query`; most tools call plain `encode` "
-        "unless told otherwise. Each snippet below is run by the tests (queries compared with `encode_query`, "
-        "documents with `encode_document`).",
+        (
+            "A query-only model helps only where queries go through `encode_query`; most tools call plain `encode` "
+            "unless told otherwise. Each snippet below is run by the tests (queries compared with `encode_query`, "
+            "documents with `encode_document`)."
+        ),
         "",
     ]
     for snippet in SNIPPETS:

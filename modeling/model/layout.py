@@ -41,7 +41,9 @@ def freeze(module: nn.Module) -> nn.Module:
     otherwise switch dropout on inside the frozen encoder and make its output noisy."""
     module.requires_grad_(False)
     for sub in module.modules():
-        sub.train = functools.partial(_stay_in_eval, sub)  # a partial pickles (multi-process pool); a bound method does not
+        sub.train = functools.partial(
+            _stay_in_eval, sub
+        )  # a partial pickles (multi-process pool); a bound method does not
         nn.Module.train(sub, False)
     return module
 

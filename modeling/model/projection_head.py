@@ -252,7 +252,10 @@ class ProjectionHead(Module):
             "(lambda namespace: (exec(source, namespace), namespace['ProjectionHead']._rebuild(config, state, training))[1])"
             "({'__name__': 'projection_head'})"
         )
-        return eval, (rebuild, {"source": source, "config": self.get_config_dict(), "state": state, "training": self.training})
+        return eval, (
+            rebuild,
+            {"source": source, "config": self.get_config_dict(), "state": state, "training": self.training},
+        )
 
     def __deepcopy__(self, memo: dict) -> ProjectionHead:
         """An ordinary deep copy (same class object), not the by-value pickle above."""

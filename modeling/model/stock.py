@@ -124,10 +124,12 @@ def check_stock_folder(folder: Path) -> None:
 # Sentences of a custom-format card (model_card/template.md and model_card/prepare.py) and their stock versions.
 _CARD_REPLACEMENTS = (
     (re.compile(r", trust_remote_code=True\)"), ")"),
-    (re.compile(r"^\*\*Format: custom\.\*\*.*$", re.M), "STOCK_FORMAT_SENTENCE"),
-    (re.compile(r"^Then load the model and run inference\. `trust_remote_code=True` is required.*$", re.M),
-     "Then load the model and run inference (no `trust_remote_code` needed: the model uses the library's own modules)."),
-    (re.compile(r"^- Loading runs code from this repository.*$\n?", re.M), ""),
+    (re.compile(r"^\*\*Format: custom\.\*\*.*$", re.MULTILINE), "STOCK_FORMAT_SENTENCE"),
+    (
+        re.compile(r"^Then load the model and run inference\. `trust_remote_code=True` is required.*$", re.MULTILINE),
+        "Then load the model and run inference (no `trust_remote_code` needed: the model uses the library's own modules).",
+    ),
+    (re.compile(r"^- Loading runs code from this repository.*$\n?", re.MULTILINE), ""),
     (re.compile(r"\bProjectionHead\("), "Dense("),
 )
 
@@ -142,7 +144,8 @@ def stock_card_text(text: str, sentence: str) -> str:
         stack = section(model_id.group(1) if model_id else "org/name", trust_remote_code=False)
         text = text[: start + len(STACK_START)] + "\n" + stack + text[end:]
     for pattern, replacement in _CARD_REPLACEMENTS:
-        text = pattern.sub(lambda _: sentence if replacement == "STOCK_FORMAT_SENTENCE" else replacement, text)
+        new = sentence if replacement == "STOCK_FORMAT_SENTENCE" else replacement
+        text = pattern.sub(lambda _, new=new: new, text)  # a function: the sentence's backticks stay literal
     return text
 
 
