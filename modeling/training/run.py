@@ -263,16 +263,23 @@ def save(
     summary: TrainSummary,
     output_dir: Path,
     extra: Callable[[Path], None] | None = None,
+    fmt: str = "custom",
 ) -> None:
     """Write the model, its summary and plots into a staging folder, then swap it in for ``output_dir``.
 
-    ``extra(folder)`` writes further artifacts next to the model before the swap.
+    ``extra(folder)`` writes further artifacts next to the model before the swap. ``fmt="stock"`` saves the head as
+    the library's own ``Dense`` (``modeling.model.stock``), loadable without ``trust_remote_code``.
     """
     from modeling.evaluation.plots import plot_dev_curves
 
     staging = staging_dir(output_dir)
     try:
-        save_model(model, staging)
+        if fmt == "stock":
+            from modeling.model.stock import export_stock
+
+            export_stock(model, staging)
+        else:
+            save_model(model, staging)
         (staging / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
         plots = staging / "evaluation"
         plots.mkdir(exist_ok=True)
@@ -316,5 +323,5 @@ def train(
         if fill_card is not None:
             chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)
             fill_card(prepared.model, summary, TrialLog.read(trials / chosen.name))
-        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra)
+        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra, fmt=settings.format)
     return summary

@@ -173,6 +173,14 @@ class TrainSettings:
     )
     private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
     show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
+    format: str = flag(
+        "--format",
+        "output",
+        "custom: the head's own module, loads with trust_remote_code=True (default); stock: a linear head saved as "
+        "sentence-transformers' own Dense (in its Router), loads without trust_remote_code",
+        default="custom",
+        choices=("custom", "stock"),
+    )
 
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
@@ -254,6 +262,11 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
     if settings.hard_negatives and LOSSES[settings.loss].labelled:
         parser.error(
             f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only"
+        )
+    if settings.format == "stock" and settings.kind != "linear":
+        parser.error(
+            f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
+            "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
         )
     if settings.out_features is not None and settings.placement == "query":
         parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
