@@ -67,7 +67,7 @@ def has_head(model: SentenceTransformer) -> bool:
     return ModelLayout.of(model).head is not None
 
 
-def base_model(model: SentenceTransformer) -> SentenceTransformer:
+def bare_encoder(model: SentenceTransformer) -> SentenceTransformer:
     """The bare encoder under the head: the model's encoder prefix (+ Normalize when the model normalises)."""
     layout = ModelLayout.of(model)
     return model if layout.head is None else layout.bare(model)
