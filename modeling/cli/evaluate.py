@@ -154,18 +154,13 @@ def card_writer(args: argparse.Namespace) -> Any:
     return add_evaluation
 
 
-FILE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".safetensors")
-
-
 def check_local(value: str | None, flag: str) -> None:
     """A path-like --model / --data that does not exist is a missing file, not a failed Hub look-up."""
-    if value is None or Path(value).expanduser().exists():
-        return
-    looks_local = value.startswith((".", "/", "~")) or value.count("/") > 1 or value.lower().endswith(FILE_SUFFIXES)
-    if looks_local:
-        raise InputError(
-            f"{flag} {value} does not exist (no such file or folder in {Path(value).expanduser().absolute().parent})."
-        )
+    from modeling.data.ir_data import missing_local_path
+
+    if missing_local_path(value):
+        where = Path(value).expanduser().absolute().parent
+        raise InputError(f"{flag} {value} does not exist (no such file or folder in {where}).")
 
 
 def check_output_dir(output_dir: Path) -> None:
