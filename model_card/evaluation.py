@@ -79,9 +79,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
     lines = [
         "## Evaluation",
         "",
-        f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}): "
+        (f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}): "
         f"this model against {_join([_describe(name, results) for name in others]) or 'nothing else'}. "
-        "Δ = this model − the other system.",
+        "Δ = this model − the other system."),
         "",
     ]
     header = ["Metric", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}")]
@@ -121,7 +121,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
             row = [SLICES[slice_name], f"{count:,}" if isinstance(count, int) else "", f"**{_fmt(mine)}**"]
             for name in others:
                 theirs = _number((systems[name].get(slice_name) or {}).get(MAIN_METRIC))
-                row += [_fmt(theirs), _delta(mine, theirs)] + ([_p(p_values, name, slice_name, count)] if p_values else [])
+                row += [_fmt(theirs), _delta(mine, theirs)] + (
+                    [_p(p_values, name, slice_name, count)] if p_values else []
+                )
             lines.append(_row(row))
         if empty:
             lines += ["", f"No query falls in the {_join(empty)} slice."]
@@ -340,9 +342,9 @@ def _slices(system: Any) -> dict[str, dict]:
 
 def _metric_keys(values: dict) -> dict:
     """Metric keys in any spelling (``nDCG@10`` from evaluate's JSON, ``ndcg@10``) as the card's model-index types."""
-    return {metric_names.canonical(key).lower() if key != "num_queries" else key: value for key, value in values.items()}
-
-
+    return {
+        metric_names.canonical(key).lower() if key != "num_queries" else key: value for key, value in values.items()
+    }
 
 
 def _diff(mine: dict | None, theirs: dict | None) -> float | None:
@@ -351,7 +353,9 @@ def _diff(mine: dict | None, theirs: dict | None) -> float | None:
 
 
 def _p(p_values: dict, system: str, slice_name: str, num_queries: int | None = None) -> str:
-    return fmt_p((p_values.get(system) or {}).get(slice_name), why_missing=why_no_p(num_queries) if num_queries in (0, 1) else "")
+    return fmt_p(
+        (p_values.get(system) or {}).get(slice_name), why_missing=why_no_p(num_queries) if num_queries in (0, 1) else ""
+    )
 
 
 def _p_phrase(p_values: dict, system: str, slice_name: str) -> str:

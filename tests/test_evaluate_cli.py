@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from modeling.cli import evaluate
 from modeling import build_model, find_head, save_model
+from modeling.cli import evaluate
 from tests.test_ir_data import write_jsonl, write_qrels
 
 TOPICS = [
@@ -77,7 +77,8 @@ def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     assert results["slices"] == {"all": 8, "seen": 4, "unseen": 4}
     assert set(results["systems"]["trained"]) == {"all", "seen", "unseen"}
     assert (
-        set(results["p_values"]["vs"]) == {"bare_encoder", "bm25", "hybrid"} and results["p_values"]["reference"] == "trained"
+        set(results["p_values"]["vs"]) == {"bare_encoder", "bm25", "hybrid"}
+        and results["p_values"]["reference"] == "trained"
     )
     assert set(results["per_query"]["bm25"]) == {f"test{i}" for i in range(8)}
     assert results["slice_of_query"]["test0"] == "seen" and results["slice_of_query"]["test7"] == "unseen"
@@ -105,7 +106,10 @@ def test_bare_encoder_uses_rrf_without_dev(tmp_path, capsys, tiny, cache_root):
     )
     assert code == 0, stderr
     results = json.loads((tmp_path / "bare" / "evaluation" / "toy-test.json").read_text())  # default output folder
-    assert set(results["systems"]) == {"bare_encoder", "bm25", "hybrid"} and results["p_values"]["reference"] == "bare_encoder"
+    assert (
+        set(results["systems"]) == {"bare_encoder", "bm25", "hybrid"}
+        and results["p_values"]["reference"] == "bare_encoder"
+    )
     assert results["slices"] == {"all": 8} and results["settings"]["fusion"]["method"] == "rrf"
     assert "reciprocal rank fusion" in stdout
 

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from modeling.cli import evaluate
 from modeling.evaluation import pipeline
 from modeling.evaluation.significance import paired_p_value
 from tests.test_evaluate_cli import run_cli, tiny_beir
@@ -34,7 +33,9 @@ def test_one_query_gets_no_p_value_instead_of_a_crash():
 def test_a_one_query_slice_reports_n_a(tmp_path, capsys, bare, cache_root):
     data = tiny_beir(tmp_path / "toy")
     write_qrels(data / "qrels" / "train.tsv", [(f"train{i}", f"d{i}", 1) for i in range(7)])  # test7 alone unseen
-    code, stdout, stderr = run_cli(capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o")
+    code, stdout, stderr = run_cli(
+        capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o"
+    )
     assert code == 0, stderr
     results = json.loads((tmp_path / "o" / "toy-test.json").read_text())
     assert results["slices"]["unseen"] == 1
@@ -46,7 +47,9 @@ def test_queries_without_a_relevant_document_are_warned_about(tmp_path, capsys, 
     data = tiny_beir(tmp_path / "toy")
     rows = [(f"test{i}", f"d{i}", 1) for i in range(7)] + [("test7", "d7", 0)]
     write_qrels(data / "qrels" / "test.tsv", rows)
-    code, stdout, stderr = run_cli(capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o")
+    code, _stdout, stderr = run_cli(
+        capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o"
+    )
     assert code == 0, stderr
     assert "1 of 8 queries have no relevant" in stderr and "test7" in stderr
     results = json.loads((tmp_path / "o" / "toy-test.json").read_text())
@@ -70,7 +73,9 @@ def test_a_late_failure_keeps_the_json(tmp_path, capsys, bare, cache_root, monke
 def test_a_split_path_is_refused_before_the_model_loads(tmp_path, capsys, bare, monkeypatch, split):
     data = tiny_beir(tmp_path / "toy")
     no_model_load(monkeypatch)
-    code, stdout, stderr = run_cli(capsys, "--model", bare, "--data", data, "--split", split, "--output-dir", tmp_path / "o")
+    code, _stdout, stderr = run_cli(
+        capsys, "--model", bare, "--data", data, "--split", split, "--output-dir", tmp_path / "o"
+    )
     assert code == 2 and "--split must be a split name" in stderr, stderr
 
 
@@ -106,7 +111,12 @@ def test_a_missing_relative_path_is_a_missing_file(tmp_path, capsys, bare, monke
 def write_hybrid(model_dir, weight):
     (model_dir / "hybrid.json").write_text(
         json.dumps(
-            {"dense_weight": weight, "normalisation": "min-max", "source": "dev split of training, 5 queries", "dev_ndcg@10": 0.61}
+            {
+                "dense_weight": weight,
+                "normalisation": "min-max",
+                "source": "dev split of training, 5 queries",
+                "dev_ndcg@10": 0.61,
+            }
         )
     )
 
@@ -137,7 +147,9 @@ def test_fusion_weight_order_flag_then_dev_split_then_hybrid_json(tmp_path, caps
 def test_a_bad_hybrid_json_is_an_input_error(tmp_path, capsys, bare, monkeypatch):
     data = tiny_beir(tmp_path / "toy")
     write_hybrid(bare, 1.7)
-    code, _, stderr = run_cli(capsys, "--model", bare, "--data", data, "--dev-split", "none", "--output-dir", tmp_path / "o")
+    code, _, stderr = run_cli(
+        capsys, "--model", bare, "--data", data, "--dev-split", "none", "--output-dir", tmp_path / "o"
+    )
     assert code == 2 and "hybrid.json" in stderr and "dense_weight" in stderr
 
 
@@ -146,7 +158,19 @@ def test_query_batches_give_the_same_numbers(tmp_path, capsys, bare, cache_root)
     outputs = []
     for batch in ("3", "128"):
         out = tmp_path / f"o{batch}"
-        code, _, stderr = run_cli(capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", out, "--query-batch", batch)
+        code, _, stderr = run_cli(
+            capsys,
+            "--model",
+            bare,
+            "--data",
+            data,
+            "--cache-dir",
+            cache_root,
+            "--output-dir",
+            out,
+            "--query-batch",
+            batch,
+        )
         assert code == 0, stderr
         results = json.loads((out / "toy-test.json").read_text())
         outputs.append((results["per_query"], results["systems"], results["p_values"]))

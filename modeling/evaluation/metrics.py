@@ -18,7 +18,6 @@ Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
 Qrels = dict[str, dict[str, int]]  # query id -> {doc id: grade}
 
 
-
 def trec_order(scores: dict[str, float]) -> list[str]:
     """Doc ids in trec_eval's ranking order: score descending, ties broken by doc id descending."""
     return sorted(scores, key=lambda doc: (scores[doc], doc), reverse=True)

@@ -17,25 +17,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from sentence_transformers import SentenceTransformer
 
-from modeling.model.build import encoder_display_name
 from modeling.cache.cached_input import prefix_model
 from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_data, load_qrels
 from modeling.evaluation import significance
 from modeling.evaluation.bm25 import BM25, BM25Settings
-from modeling.evaluation.results_schema import DatasetInfo, EvaluationResults, ModelInfo, PValues
-from modeling.evaluation.systems import DenseEncoder, bare_encoder, documents_shared, has_head, load_model
 from modeling.evaluation.faiss_search import faiss_search, require_faiss
 from modeling.evaluation.fusion import choose_weight, convex, rrf
 from modeling.evaluation.metric_names import MAIN_METRIC
-from modeling.evaluation.metrics import Run, mean_metrics, per_query_metrics
+from modeling.evaluation.metrics import mean_metrics, per_query_metrics
 from modeling.evaluation.pair_scores import pair_scores, summarise
 from modeling.evaluation.plots import plot_metric_change, plot_score_distributions
+from modeling.evaluation.results_schema import DatasetInfo, EvaluationResults, ModelInfo, PValues
 from modeling.evaluation.search import check_score, exact_search, to_run
 from modeling.evaluation.slices import DEFINITION, SLICES, seen_unseen
-from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_data, load_qrels
+from modeling.evaluation.systems import DenseEncoder, bare_encoder, documents_shared, has_head, load_model
+from modeling.model.build import encoder_display_name
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +99,9 @@ def _auto_split(requested: str | None, candidates: tuple[str, ...], splits: list
 def check_split_name(split: str, what: str = "split") -> str:
     """A split is a name (``test``, ``dev``), never a path: ``../qrels/test`` would also name the output file."""
     if not SPLIT_NAME.match(split or "") or ".." in split:
-        raise DataError(f"--{what} must be a split name such as 'test' or 'dev' (letters, digits, _ . -), got {split!r}.")
+        raise DataError(
+            f"--{what} must be a split name such as 'test' or 'dev' (letters, digits, _ . -), got {split!r}."
+        )
     return split
 
 
@@ -115,7 +116,9 @@ def read_hybrid_file(model: str | None) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         weight = float(data["dense_weight"])
     except (OSError, ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"{path}: unreadable ({type(error).__name__}: {error}); expected {{'dense_weight': 0..1, ...}}.") from None
+        raise ValueError(
+            f"{path}: unreadable ({type(error).__name__}: {error}); expected {{'dense_weight': 0..1, ...}}."
+        ) from None
     if not 0 <= weight <= 1:
         raise ValueError(f"{path}: dense_weight must be in [0, 1], got {weight}.")
     if data.get("normalisation", "min-max") != "min-max":
@@ -171,7 +174,10 @@ def prepare(config: EvaluationConfig) -> Prepared:
     dev = load_ir_data(config.data, dev_split) if tune else None
     warn_unjudged(data.qrels)
     logger.info(
-        "%d queries, %d documents; loading model %s", len(data.queries), len(data.corpus), config.model or "default encoder"
+        "%d queries, %d documents; loading model %s",
+        len(data.queries),
+        len(data.corpus),
+        config.model or "default encoder",
     )
     model = load_model(config.model, config.trust_remote_code, config.device)
     score = check_score(model.similarity_fn_name or "cosine")
@@ -252,13 +258,16 @@ def embed_queries(prepared: Prepared, dense: dict[str, DenseSystem]) -> None:
         system.queries = system.encoder.encode(texts, "query", prepared.config.query_prompt, "Queries")
 
 
-def fusion_settings(
-    prepared: Prepared, reference: str, dense: dict[str, DenseSystem], bm25: BM25
-) -> dict[str, Any]:
+def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSystem], bm25: BM25) -> dict[str, Any]:
     """How the hybrid fuses, and where its convex weight came from (flag > dev split > hybrid.json; else RRF)."""
     config, fused = prepared.config, [reference, "bm25"]
     if prepared.fusion == "rrf":
-        return {"method": "rrf", "k": config.rrf_k, "fused": fused, "why": "no dev split and no hybrid.json to give a convex weight"}
+        return {
+            "method": "rrf",
+            "k": config.rrf_k,
+            "fused": fused,
+            "why": "no dev split and no hybrid.json to give a convex weight",
+        }
     settings: dict[str, Any] = {"method": "convex min-max", "fused": fused}
     if config.fusion_weight is not None:
         return {**settings, "dense_weight": config.fusion_weight, "weight_from": "--fusion-weight on the command line"}
@@ -277,7 +286,11 @@ def fusion_settings(
         }
     hybrid = prepared.hybrid_file
     where = f"the model's {HYBRID_FILE} ({hybrid.get('source', 'no source given')}"
-    where += f", dev {MAIN_METRIC} {hybrid['dev_ndcg@10']:.4f})" if isinstance(hybrid.get("dev_ndcg@10"), (int, float)) else ")"
+    where += (
+        f", dev {MAIN_METRIC} {hybrid['dev_ndcg@10']:.4f})"
+        if isinstance(hybrid.get("dev_ndcg@10"), (int, float))
+        else ")"
+    )
     return {**settings, "dense_weight": hybrid["dense_weight"], "weight_from": where, "hybrid_file": hybrid}
 
 
@@ -308,7 +321,10 @@ def score_queries(
 
 
 def summarise_systems(
-    per_query: dict[str, dict[str, dict[str, float]]], slices: dict[str, list[str]], reference: str, config: EvaluationConfig
+    per_query: dict[str, dict[str, dict[str, float]]],
+    slices: dict[str, list[str]],
+    reference: str,
+    config: EvaluationConfig,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float | None]]]:
     """Mean metrics per system and slice, and each system's p-value against the reference per slice."""
     systems = {
@@ -360,7 +376,10 @@ def run(prepared: Prepared, started: float | None = None) -> tuple[EvaluationRes
     clock = time.perf_counter()
 
     cache = EmbeddingCache(
-        prefix_model(prepared.model), root=config.cache_dir, batch_size=config.batch_size, show_progress_bar=config.progress
+        prefix_model(prepared.model),
+        root=config.cache_dir,
+        batch_size=config.batch_size,
+        show_progress_bar=config.progress,
     )
     dense, documents_note = embed_corpus(prepared, cache)
     embed_queries(prepared, dense)

@@ -26,7 +26,11 @@ def markdown_table(results: dict[str, Any]) -> str:
     for slice_name, count in results["slices"].items():
         for name in names:
             values = results["systems"][name][slice_name]
-            p = "(reference)" if name == reference else fmt_p(results["p_values"]["vs"][name][slice_name], why_no_p(count))
+            p = (
+                "(reference)"
+                if name == reference
+                else fmt_p(results["p_values"]["vs"][name][slice_name], why_no_p(count))
+            )
             row = [
                 slice_name,
                 name,
@@ -44,8 +48,8 @@ def notes(results: dict[str, Any]) -> list[str]:
     settings = results["settings"]
     bm25, fusion, test = settings["bm25"], settings["fusion"], settings["significance"]
     lines = [
-        f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
-        f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball).",
+        (f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
+        f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball)."),
     ]
     if fusion["method"] == "rrf":
         lines.append(

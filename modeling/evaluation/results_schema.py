@@ -63,7 +63,10 @@ class EvaluationResults:
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema_version": self.schema_version, **{k: v for k, v in asdict(self).items() if k != "schema_version"}}
+        return {
+            "schema_version": self.schema_version,
+            **{k: v for k, v in asdict(self).items() if k != "schema_version"},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EvaluationResults:
