@@ -30,7 +30,7 @@ def test_one_query_gets_no_p_value_instead_of_a_crash():
     assert paired_p_value([0.9, 0.5], [0.1, 0.5]) is not None
 
 
-def test_a_one_query_slice_reports_n_a(tmp_path, capsys, head_model, cache_root):
+def test_a_one_query_slice_reports_n_a(tmp_path, capsys, head_model, cache_root):  # noqa: F811
     """test0 alone unseen, where the trained model and the others differ: scipy raised after all the work."""
     data = tiny_beir(tmp_path / "toy")
     write_qrels(data / "qrels" / "train.tsv", [(f"train{i}", f"d{i}", 1) for i in range(1, 8)])
