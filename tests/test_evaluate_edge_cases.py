@@ -186,3 +186,21 @@ def test_query_batches_give_the_same_numbers(tmp_path, capsys, bare, cache_root)
         results = json.loads((out / "toy-test.json").read_text())
         outputs.append((results["per_query"], results["systems"], results["p_values"]))
     assert outputs[0] == outputs[1]
+
+
+def test_faiss_search_matches_exact_through_query_batches(tmp_path, capsys, bare, cache_root):
+    pytest.importorskip("faiss")
+    data = tiny_beir(tmp_path / "toy")
+    outputs = []
+    for search in ("exact", "faiss"):
+        out = tmp_path / search
+        code, _, stderr = run_cli(
+            capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", out,
+            "--search", search, "--query-batch", "3",
+        )  # fmt: skip
+        assert code == 0, stderr
+        outputs.append(json.loads((out / "toy-test.json").read_text())["systems"])
+    assert outputs[0].keys() == outputs[1].keys()
+    for system in outputs[0]:
+        for metric, value in outputs[0][system]["all"].items():
+            assert outputs[1][system]["all"][metric] == pytest.approx(value, abs=1e-6)

@@ -24,7 +24,7 @@ from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_data, load_qrels
 from modeling.evaluation import significance
 from modeling.evaluation.bm25 import BM25, BM25Settings
-from modeling.evaluation.faiss_search import faiss_search, require_faiss
+from modeling.evaluation.faiss_search import build_index, require_faiss, search_index
 from modeling.evaluation.fusion import choose_weight, convex, rrf
 from modeling.evaluation.metric_names import MAIN_METRIC
 from modeling.evaluation.metrics import mean_metrics, per_query_metrics
@@ -223,14 +223,17 @@ class DenseSystem:
     encoder: DenseEncoder
     documents: Any
     queries: Any = None
+    index: Any = None  # the FAISS index over ``documents`` (--search faiss), built once for all query batches
 
 
-def _search(prepared: Prepared, queries: Any, documents: Any) -> tuple[Any, Any]:
+def _search(prepared: Prepared, queries: Any, system: DenseSystem) -> tuple[Any, Any]:
     config = prepared.config
     if config.search == "faiss":
-        return faiss_search(queries, documents, config.depth, prepared.score, config.faiss_index)
+        if system.index is None:
+            system.index = build_index(system.documents, prepared.score, config.faiss_index)
+        return search_index(system.index, queries, config.depth, prepared.score)
     return exact_search(
-        queries, documents, config.depth, prepared.score, config.query_chunk, config.doc_chunk, config.progress
+        queries, system.documents, config.depth, prepared.score, config.query_chunk, config.doc_chunk, config.progress
     )
 
 
@@ -274,7 +277,7 @@ def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSy
     if prepared.dev is not None:
         dev, system = prepared.dev, dense[reference]
         queries = system.encoder.encode(list(dev.queries.values()), "query", config.query_prompt, "Dev queries")
-        dense_run = to_run(list(dev.queries), list(prepared.data.corpus), *_search(prepared, queries, system.documents))
+        dense_run = to_run(list(dev.queries), list(prepared.data.corpus), *_search(prepared, queries, system))
         weight, curve = choose_weight(dense_run, bm25.search(dev.queries, config.depth), dev.qrels)
         chosen_on = f"{dev.name} [{prepared.dev_split}] ({len(dev.qrels)} queries)"
         return {
@@ -305,7 +308,7 @@ def score_queries(
         ids = query_ids[start : start + config.query_batch]
         qrels = {qid: data.qrels[qid] for qid in ids}
         runs = {
-            name: to_run(ids, doc_ids, *_search(prepared, system.queries[start : start + len(ids)], system.documents))
+            name: to_run(ids, doc_ids, *_search(prepared, system.queries[start : start + len(ids)], system))
             for name, system in dense.items()
         }
         runs["bm25"] = bm25.search({qid: data.queries[qid] for qid in ids}, config.depth)

@@ -48,8 +48,10 @@ def notes(results: dict[str, Any]) -> list[str]:
     settings = results["settings"]
     bm25, fusion, test = settings["bm25"], settings["fusion"], settings["significance"]
     lines = [
-        (f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
-        f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball)."),
+        (
+            f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
+            f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball)."
+        ),
     ]
     if fusion["method"] == "rrf":
         lines.append(
