@@ -53,8 +53,8 @@ class EvaluationConfig:
     train_split: str | None = "auto"  # "auto": the source's "train" split if it has one; None: no slices
     train_qrels: str | None = None  # a qrels .tsv from elsewhere (overrides train_split)
     dev_split: str | None = "auto"  # "auto": "dev" or "validation" if the source has one
-    fusion: str = "auto"  # auto (convex with a dev split, else RRF) | convex | rrf
-    fusion_weight: float | None = None  # fixed dense weight for convex fusion (no tuning)
+    fusion: str = "auto"  # auto (convex when a weight is known: flag, dev split, hybrid.json; else RRF) | convex | rrf
+    fusion_weight: float | None = None  # fixed dense weight for convex fusion (beats dev split and hybrid.json)
     rrf_k: int = 60
     query_prompt: str | None = None
     document_prompt: str | None = None
