@@ -110,6 +110,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cache-dir", help="Embedding cache root (default: $FROZEN_HEAD_CACHE or ~/.cache/frozen-head/embeddings)."
     )
     parser.add_argument(
+        "--cache-storage",
+        choices=("float32", "float16"),
+        default="float32",
+        help="How cached embeddings are stored: float32 (exact, default) or float16 (half the disk).",
+    )
+    parser.add_argument(
         "--trust-remote-code",
         action="store_true",
         help="Allow the model's custom module code (a saved projection head needs it).",
@@ -237,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         trust_remote_code=args.trust_remote_code,
         cache_dir=args.cache_dir,
+        cache_storage=args.cache_storage,
         device=args.device,
         resamples=args.resamples,
         seed=args.seed,

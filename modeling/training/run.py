@@ -128,7 +128,12 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     # The card's widget examples would run the full model (encoder included) on training texts: skip them.
     model.model_card_data.generate_widget_examples = False
     head = find_head(model)
-    cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
+    cache = EmbeddingCache(
+        prefix_model(model),
+        root=settings.cache_dir,
+        storage=settings.cache_storage,
+        show_progress_bar=settings.show_progress,
+    )
     queries, documents = data.all_texts()
     # Under torchrun every rank encodes its share of the missing texts, then reads all (modeling/cache/distributed.py).
     cache.ensure(queries + documents, description="Embedding training and dev texts")

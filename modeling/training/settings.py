@@ -164,6 +164,13 @@ class TrainSettings:
         "output",
         "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)",
     )
+    cache_storage: str = flag(
+        "--cache-storage",
+        "output",
+        "how cached embeddings are stored: float32 (exact, default) or float16 (half the disk, for millions of texts)",
+        default="float32",
+        choices=("float32", "float16"),
+    )
     resume: bool = flag(
         "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
         action="store_true",
