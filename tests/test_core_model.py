@@ -238,9 +238,7 @@ def test_every_saved_file_follows_the_umask(tiny, tmp_path):
         folder = save_model(model, tmp_path / "model")
     finally:
         os.umask(previous)
-    modes = {
-        path.relative_to(folder).as_posix(): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]
-    }
+    modes = {path.relative_to(folder).as_posix(): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]}
     wrong = {name: oct(mode) for name, mode in modes.items() if mode != (0o755 if (folder / name).is_dir() else 0o644)}
     assert not wrong, wrong
     assert "model.safetensors" in modes
@@ -264,6 +262,7 @@ def test_missing_head_code_fails_and_imports_no_other_projection_head(tiny, tmp_
     ``sys.path``, must never be imported: the load fails and names the missing file.
     """
     from modeling.evaluation.systems import ModelError, load_model
+    from modeling.model.stock import convert_folder
 
     folder = save_model(build_model(tiny, placement=placement), tmp_path / "model")
     (folder / SOURCE_FILE).unlink()
@@ -277,6 +276,8 @@ def test_missing_head_code_fails_and_imports_no_other_projection_head(tiny, tmp_
     assert "frozen_head/projection_head" in result.get("error", ""), result
     with pytest.raises(ModelError, match="lacks frozen_head/projection_head.py"):  # this package's own loader
         load_model(str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match="lacks frozen_head/projection_head.py"):
+        convert_folder(folder, tmp_path / "stock")
     assert not marker.exists()
 
 

@@ -319,6 +319,7 @@ def _dimension_below(model: Any, head: ProjectionHead) -> int | None:
 # The saved ``modules.json`` / ``router_config.json`` type becomes ``frozen_head/projection_head.ProjectionHead``,
 # wherever this class came from. The remote-code loader resolves it to ``frozen_head/projection_head.py`` in the
 # model's folder or Hub repo. When that file is missing, sentence-transformers falls back to a plain import of the
-# name, and a module name holding "/" matches no file on ``sys.path``: the load fails instead of importing some
-# other ``projection_head.py`` (as a bare ``projection_head.ProjectionHead`` would, e.g. one in the current folder).
+# name, and a module name holding "/" matches no file in a folder on ``sys.path``: the load fails instead of
+# importing some other ``projection_head.py`` (as a bare ``projection_head.ProjectionHead`` would, e.g. one in the
+# current folder). Only a zip archive on ``sys.path`` holding ``frozen_head/projection_head.py`` would still answer.
 ProjectionHead.__module__ = MODULE_REF
