@@ -8,7 +8,8 @@ and staged in a temporary folder (the card gets the repo id there), and only the
 ``huggingface_hub`` create the repo and upload. The local folder is never modified.
 
 What is uploaded: the root files of a sentence-transformers model (``modules.json``, configs,
-tokenizer files, ``*.safetensors``, ``projection_head.py``, ``README.md``, ``LICENSE``), the module
+tokenizer files, ``*.safetensors``, ``README.md``, ``LICENSE``), the code files the module types name
+(``frozen_head/projection_head.py``; ``projection_head.py`` in models of earlier versions), the module
 subfolders named in ``modules.json`` (configs and weights only), and the card's plots
 (``evaluation/*.png``, ``*.svg``). Not uploaded: checkpoints, caches, logs, and the per-query JSON dumps
 under ``evaluation/`` (the card and its ``model-index`` carry the numbers; the dumps are large and can
@@ -35,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from modeling.model.code_files import code_files
+
 logger = logging.getLogger(__name__)
 
 ROOT_FILES = (
@@ -54,13 +57,11 @@ ROOT_FILES = (
     "*.model",
     "*.safetensors",
     "model.safetensors.index.json",
-    "projection_head.py",
     "README.md",
     "LICENSE*",
 )
 MODULE_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 PLOT_FILES = ("evaluation/*.png", "evaluation/*.svg")
-HEAD_SOURCE = "projection_head.py"
 # The library's stand-in for the repo id in a card written before the repo id was known.
 MODEL_ID_PLACEHOLDER = "sentence_transformers_model_id"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -151,12 +152,12 @@ def model_files(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: pass the folder a model was saved to (train.py's output folder).")
     problems = []
-    module_dirs, module_types = [], []
+    module_dirs, sources = [], []
     if (folder / "modules.json").is_file():
         try:
             modules = json.loads((folder / "modules.json").read_text())
             module_dirs = [entry["path"] for entry in modules if entry.get("path")]
-            module_types = [str(entry["type"]) for entry in modules]
+            sources = code_files(folder)
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"modules.json is not a sentence-transformers module list ({error})")
         _refuse_paths_outside(folder, module_dirs)
@@ -168,17 +169,17 @@ def model_files(folder: Path) -> list[str]:
     types = "".join(
         path.read_text() for path in folder.rglob("*.json") if path.name in ("modules.json", "router_config.json")
     )
-    # A stock-format model (only sentence_transformers.* modules, see modeling.model.stock) ships no code.
-    stock = bool(module_types) and all(kind.startswith("sentence_transformers.") for kind in module_types)
-    stock = stock and all(
-        kind.startswith("sentence_transformers.")
-        for config in folder.rglob("router_config.json")
-        for kind in json.loads(config.read_text()).get("types", {}).values()
+    # A stock-format model (only sentence_transformers.* modules, see modeling.model.stock) names no code file.
+    required = ("modules.json", "config_sentence_transformers.json", "README.md")
+    problems = (
+        [f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()]
+        + [
+            f"{name} (the code of a module named in the model's config) is missing"
+            for name in sources
+            if not (folder / name).is_file()
+        ]
+        + problems
     )
-    required = ("modules.json", "config_sentence_transformers.json", "README.md") + (() if stock else (HEAD_SOURCE,))
-    problems = [
-        f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()
-    ] + problems
     if "transformers_modules." in types:
         problems.append(
             "a module type points into transformers_modules (a re-saved remote-code model); save it with modeling.save_model"
@@ -196,6 +197,7 @@ def model_files(folder: Path) -> list[str]:
             + "\nSave the model with modeling.save_model (train.py does) and push again."
         )
     files = {path.name for path in folder.iterdir() if path.is_file() and _matches(path.name, ROOT_FILES)}
+    files.update(sources)
     for directory in module_dirs:
         for path in (folder / directory).rglob("*"):
             if path.is_file() and _matches(path.name, MODULE_FILES):

@@ -147,6 +147,15 @@ def test_model_errors(tmp_path, capsys, head_model):
     assert code == 2 and "qrels/validation.tsv" in stderr
 
 
+def test_model_without_its_head_code_is_refused_naming_the_file(tmp_path, capsys, head_model):
+    data = tiny_beir(tmp_path / "toy")
+    (head_model / "frozen_head" / "projection_head.py").unlink()
+    args = ("--model", head_model, "--data", data, "--cache-dir", tmp_path / "c", "--trust-remote-code")
+    code, _, stderr = run_cli(capsys, *args)
+    assert code == 2 and "lacks frozen_head/projection_head.py" in stderr, stderr
+    assert not (tmp_path / "c").exists()  # nothing was encoded
+
+
 def test_option_errors(tmp_path, capsys, tiny):
     data = tiny_beir(tmp_path / "toy")
     (data / "qrels" / "dev.tsv").unlink()

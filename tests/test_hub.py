@@ -79,7 +79,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process_without_this_package(tiny,
     pushed = fake_hub.files(repo_id)
     assert set(pushed) == saved | {PLOT}, "exactly the saved model plus the card's plot"
     assert {
-        "projection_head.py",
+        "frozen_head/projection_head.py",
         "modules.json",
         "README.md",
         "model.safetensors",
@@ -172,7 +172,7 @@ def test_failed_push_keeps_the_folder_and_says_how_to_retry(tiny, tmp_path, fake
 @pytest.mark.parametrize(
     "breakage, says",
     [
-        ("projection_head.py", "projection_head.py is missing"),
+        ("frozen_head/projection_head.py", "frozen_head/projection_head.py (the code of a module"),
         ("README.md", "README.md is missing"),
         ("model.safetensors", "no *.safetensors encoder weights"),
     ],
@@ -267,7 +267,7 @@ def test_stock_model_pushes_and_loads_from_the_hub_without_remote_code(tiny, tmp
     folder = export_stock(model, tmp_path / "stock")
     push_model(folder, "org/stock")
     pushed = fake_hub.files("org/stock")
-    assert "projection_head.py" not in pushed
+    assert not [name for name in pushed if name.endswith(".py")]
     assert 'SentenceTransformer("org/stock")' in pushed["README.md"].decode()
     with fake_hub.serve() as endpoint:
         loaded = load_in_subprocess("org/stock", TEXTS, trust=False, env=child_env(endpoint, tmp_path))

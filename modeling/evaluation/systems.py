@@ -16,6 +16,7 @@ from torch import Tensor
 from modeling.cache.cached_input import cached_twin
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.model.build import default_encoder_path, placement_of
+from modeling.model.code_files import missing_code_files
 from modeling.model.layout import ModelLayout
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
@@ -51,6 +52,12 @@ def load_model(source: str | None, trust_remote_code: bool = False, device: str 
         raise ModelError(
             f"{path} uses custom module code ({', '.join(custom)}), which sentence-transformers >= 6 only imports "
             "with trust_remote_code: rerun with --trust-remote-code if you trust this folder."
+        )
+    missing = missing_code_files(path) if (Path(path) / "modules.json").is_file() else []
+    if missing:
+        raise ModelError(
+            f"{path} lacks {', '.join(missing)}: the code of a module its config names. The folder is incomplete; "
+            "save or download the model again."
         )
     try:
         return SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)

@@ -15,7 +15,6 @@ hold: train it with ``--kind linear`` to get a stock model.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Dense, Router
 from torch import nn
 
+from modeling.model.code_files import missing_code_files, module_types
 from modeling.model.layout import ModelLayout, like
 
 logger = logging.getLogger(__name__)
@@ -102,15 +102,6 @@ def export_stock(model: SentenceTransformer, output_dir: str | Path) -> Path:
     return output_dir
 
 
-def module_types(folder: str | Path) -> list[str]:
-    """Every module type a saved model names (``modules.json`` and any ``router_config.json``)."""
-    folder = Path(folder)
-    types = [entry["type"] for entry in json.loads((folder / "modules.json").read_text())]
-    for config in folder.rglob("router_config.json"):
-        types += list(json.loads(config.read_text()).get("types", {}).values())
-    return types
-
-
 def is_stock_folder(folder: str | Path) -> bool:
     return all(kind.startswith(STOCK_PREFIX) for kind in module_types(folder))
 
@@ -164,6 +155,9 @@ def convert_folder(source: str | Path, destination: str | Path) -> Path:
         raise ValueError(f"{destination} is not empty; pick a new folder for the stock model.")
     if is_stock_folder(source):
         raise ValueError(f"{source} is already in the stock format.")
+    missing = missing_code_files(source)
+    if missing:
+        raise ValueError(f"{source} lacks {', '.join(missing)}, the head's code named in its config; save it again.")
     model = SentenceTransformer(str(source), trust_remote_code=True, device="cpu")
     stock = to_stock(model)
     stock._model_card_text = None
@@ -196,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m modeling.model.stock",
         description="Convert a saved model with a linear projection head to the stock format "
         "(sentence-transformers' own Dense/Router; loads without trust_remote_code). "
-        "SRC_DIR's own projection_head.py is imported to read the head.",
+        "SRC_DIR's own head code (frozen_head/projection_head.py) is imported to read the head.",
     )
     parser.add_argument("source", metavar="SRC_DIR", help="a model folder saved by train.py (custom format)")
     parser.add_argument("destination", metavar="DST_DIR", help="a new or empty folder for the stock model")
