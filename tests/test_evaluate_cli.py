@@ -139,6 +139,7 @@ def test_model_errors(tmp_path, capsys, head_model):
     data = tiny_beir(tmp_path / "toy")
     code, _, stderr = run_cli(capsys, "--model", head_model, "--data", data, "--cache-dir", tmp_path / "c")
     assert code == 2 and "--trust-remote-code" in stderr and "projection_head.ProjectionHead" in stderr
+    assert "uses custom module code" in stderr  # named before loading, also when the head sits in a Router route
     code, _, stderr = run_cli(capsys, "--model", tmp_path / "missing", "--data", data)
     assert code == 2 and "does not exist" in stderr
     code, _, stderr = run_cli(

@@ -6,7 +6,6 @@ training that came before); a query-only head reuses the bare encoder's document
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import Tensor
 from modeling.cache.cached_input import cached_twin
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.model.build import default_encoder_path, placement_of
-from modeling.model.code_files import missing_code_files
+from modeling.model.code_files import LIBRARY_PREFIX, missing_code_files, module_types
 from modeling.model.layout import ModelLayout
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
@@ -27,15 +26,11 @@ class ModelError(ValueError):
 
 
 def custom_module_types(source: str) -> list[str]:
-    """Module classes outside sentence-transformers that a local model folder names (they need trust_remote_code)."""
-    path = Path(source) / "modules.json"
-    if not path.is_file():
+    """Module classes outside sentence-transformers that a local model folder names, Router routes included (they
+    need trust_remote_code)."""
+    if not (Path(source) / "modules.json").is_file():
         return []
-    return [
-        entry["type"]
-        for entry in json.loads(path.read_text())
-        if not entry["type"].startswith("sentence_transformers.")
-    ]
+    return [kind for kind in module_types(source) if not kind.startswith(LIBRARY_PREFIX)]
 
 
 def load_model(source: str | None, trust_remote_code: bool = False, device: str | None = None) -> SentenceTransformer:
