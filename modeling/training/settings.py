@@ -20,6 +20,19 @@ from modeling.model.projection_head import INITS, KINDS
 from modeling.training.dev import DEV_METRIC
 from modeling.training.losses import LOSSES
 
+# What --placement trains -> the layout the saved model has (``modeling.model.layout``). The reduced designs
+# (issue 13) all save a Router with a map per side into the smaller space:
+#   fixed-documents: documents keep the PCA start (never trained), queries get a trained map into that space;
+#   two-maps: both maps trained by the loss; distill: both maps trained to reproduce the scores of a full-width
+#   query-only head trained first (``modeling.training.distill``).
+PLACEMENT_LAYOUTS = {
+    "query": "query",
+    "symmetric": "symmetric",
+    "fixed-documents": "routes",
+    "two-maps": "routes",
+    "distill": "routes",
+}
+REDUCED_DEFAULT = "distill"  # chosen on dev (README, "Reduced models"); what --out-dim alone trains
 DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 # Decay of the head's change D (not of W0): a pull toward the identity start, chosen on dev like the learning rate.
 DEFAULT_WEIGHT_DECAYS = (0.0, 1.0)
@@ -74,17 +87,20 @@ class TrainSettings:
         "--encoder", "model", "sentence-transformers encoder path or Hub id (default: all-MiniLM-L6-v2, offline)"
     )
     kind: str = flag("--kind", "model", "head kind (default linear)", default="linear", choices=KINDS)
-    placement: str = flag(
+    placement: str | None = flag(
         "--placement",
         "model",
-        "query: head on queries only, corpus index stays valid (default); symmetric: both sides",
-        default="query",
-        choices=("query", "symmetric"),
+        "query: head on queries only, corpus index stays valid (default without --out-dim); symmetric: one head on "
+        "both sides; for a reduced --out-dim: fixed-documents (documents keep the PCA map, queries get a trained "
+        f"map into it), two-maps (a trained map per side), distill (default with --out-dim: a map per side trained "
+        "to reproduce a full-width query-only head's scores over the whole corpus)",
+        choices=tuple(PLACEMENT_LAYOUTS),
     )
     out_features: int | None = flag(
         "--out-dim",
         "model",
-        "output dimension (smaller than the encoder's needs --placement symmetric)",
+        "output dimension, at most the encoder's; smaller makes a smaller index (default placement then: "
+        f"{REDUCED_DEFAULT})",
         type=int,
         metavar="OUT_DIM",
     )
@@ -174,6 +190,11 @@ class TrainSettings:
     private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
     show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
 
+    @property
+    def layout(self) -> str:
+        """The saved model's layout (``query``, ``symmetric`` or ``routes``) for this placement."""
+        return PLACEMENT_LAYOUTS[self.placement or "query"]
+
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
         self.weight_decays = tuple(self.weight_decays)
@@ -255,8 +276,17 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error(
             f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only"
         )
+    if settings.out_features is not None and settings.out_features < 1:
+        parser.error("--out-dim must be >= 1")
+    if settings.placement is None:
+        settings.placement = "query" if settings.out_features is None else REDUCED_DEFAULT
     if settings.out_features is not None and settings.placement == "query":
-        parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
+        parser.error(
+            "--out-dim with --placement query: a query-only head must keep the document dimension; drop --placement "
+            f"(the reduced default, {REDUCED_DEFAULT}) or pick symmetric, fixed-documents, two-maps or distill"
+        )
+    if settings.placement == "fixed-documents" and settings.out_features is None:
+        parser.error("--placement fixed-documents needs --out-dim (at full width it is --placement query)")
     if settings.push_to_hub and "/" not in settings.push_to_hub:
         parser.error("--push-to-hub takes ORG/NAME")
     if settings.output_dir is not None and settings.output_dir.exists() and not settings.output_dir.is_dir():
