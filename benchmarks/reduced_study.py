@@ -34,6 +34,7 @@ DESIGNS = {
     "symmetric": {"placement": "symmetric"},
     "symmetric-pull": {"placement": "symmetric", "weight_decays": (1.0, 10.0)},
     "distill": {"placement": "distill"},
+    "distill-queries": {"placement": "distill-queries"},
     "distill-cosine-mse": {"placement": "distill", "loss": "cosine-mse"},
     "symmetric-cosine-mse": {"placement": "symmetric", "loss": "cosine-mse"},
 }

@@ -371,6 +371,8 @@ def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
     for head in layout.heads:
         if head.out_features < head.in_features and head.init != "default":
             head.fit_pca(sample)
+    if settings.placement == "distill-queries":
+        layout.document_head.requires_grad_(False)  # documents keep the PCA start: only the query map learns
     return Student(model, cached_twin(model, prepared.cache), layout.container, head_state(layout.container))
 
 
@@ -538,7 +540,7 @@ def train(
     if is_main_process() and not settings.resume:
         shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
     check_and_record(trials, identity, settings.resume, write=is_main_process())
-    distilling = settings.placement == "distill"
+    distilling = settings.placement in ("distill", "distill-queries")
     # distill: the grid trains the full-width query-only teacher; the reduced student comes after it.
     grid_settings = replace(settings, placement="query", out_features=None, init=None) if distilling else settings
     prepared = prepare(data, grid_settings, None if distilling else model_card_data)

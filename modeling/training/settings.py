@@ -24,13 +24,15 @@ from modeling.training.losses import LOSSES
 # (issue 13) all save a Router with a map per side into the smaller space:
 #   fixed-documents: documents keep the PCA start (never trained), queries get a trained map into that space;
 #   two-maps: both maps trained by the loss; distill: both maps trained to reproduce the scores of a full-width
-#   query-only head trained first (``modeling.training.distill``).
+#   query-only head trained first (``modeling.training.distill``); distill-queries: the same with the document
+#   map kept at the PCA start.
 PLACEMENT_LAYOUTS = {
     "query": "query",
     "symmetric": "symmetric",
     "fixed-documents": "routes",
     "two-maps": "routes",
     "distill": "routes",
+    "distill-queries": "routes",
 }
 REDUCED_DEFAULT = "distill"  # chosen on dev (README, "Reduced models"); what --out-dim alone trains
 DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
@@ -93,7 +95,8 @@ class TrainSettings:
         "query: head on queries only, corpus index stays valid (default without --out-dim); symmetric: one head on "
         "both sides; for a reduced --out-dim: fixed-documents (documents keep the PCA map, queries get a trained "
         f"map into it), two-maps (a trained map per side), distill (default with --out-dim: a map per side trained "
-        "to reproduce a full-width query-only head's scores over the whole corpus)",
+        "to reproduce a full-width query-only head's scores over the whole corpus), distill-queries (the same, documents "
+        "kept at the PCA map)",
         choices=tuple(PLACEMENT_LAYOUTS),
     )
     out_features: int | None = flag(
@@ -283,10 +286,11 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
     if settings.out_features is not None and settings.placement == "query":
         parser.error(
             "--out-dim with --placement query: a query-only head must keep the document dimension; drop --placement "
-            f"(the reduced default, {REDUCED_DEFAULT}) or pick symmetric, fixed-documents, two-maps or distill"
+            f"(the reduced default, {REDUCED_DEFAULT}) or pick one of "
+            + ", ".join(name for name in PLACEMENT_LAYOUTS if name != "query")
         )
-    if settings.placement == "fixed-documents" and settings.out_features is None:
-        parser.error("--placement fixed-documents needs --out-dim (at full width it is --placement query)")
+    if settings.placement in ("fixed-documents", "distill-queries") and settings.out_features is None:
+        parser.error(f"--placement {settings.placement} needs --out-dim (at full width it is --placement query)")
     if settings.push_to_hub and "/" not in settings.push_to_hub:
         parser.error("--push-to-hub takes ORG/NAME")
     if settings.output_dir is not None and settings.output_dir.exists() and not settings.output_dir.is_dir():
