@@ -123,4 +123,6 @@ def test_unseen_veto_rule():
     assert unseen_veto(0.60, bare=0.70, start=0.65, reduced=True)  # below both by more than the tolerance
     assert not unseen_veto(0.697, bare=0.70, start=0.65, reduced=True)  # within 0.005 of the bare encoder
     assert not unseen_veto(0.66, bare=0.70, start=0.65, reduced=True)  # better than the start it would fall back to
+    assert not unseen_veto(0.646, bare=0.70, start=0.65, reduced=True)  # within 0.005 of that start
+    assert unseen_veto(0.644, bare=0.70, start=0.65, reduced=True)
     assert not unseen_veto(0.60, bare=0.70, start=0.70, reduced=False)  # full width: QUALITY's rule goes there
