@@ -146,8 +146,8 @@ class TrainSettings:
     weight_decays: tuple[float, ...] = flag(
         "--weight-decay",
         "training",
-        "one or more decays of the head's change, a pull back toward its identity start; several are tried and "
-        "the best on dev kept (default: 0 1)",
+        "one or more decays of the head's change, a pull back toward its start (the identity, or the PCA map of a "
+        "reduced head); several are tried and the best on dev kept (default: 0 1)",
         default=DEFAULT_WEIGHT_DECAYS,
         type=non_negative_float,
         nargs="+",
