@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results_table(summary))
     chosen = (
-        "kept the identity (no trial beat the bare encoder on dev)"
+        "kept the start: the identity, or the PCA map of a reduced head (no trial beat it on dev unvetoed)"
         if summary.kept_identity
         else (
             f"learning rate {summary.chosen_learning_rate:g}, weight decay {summary.chosen_weight_decay:g}, "
