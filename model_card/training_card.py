@@ -91,7 +91,7 @@ def reduced_info(summary: Any) -> dict[str, Any]:
         info["dev_by_document"] = (
             f"{trained:.4f} (bare encoder {get('base_dev_unseen'):.4f})" if trained is not None else None
         )
-        info["vetoed"] = f"{len(get('vetoes') or [])} (below the bare encoder by more than 0.005 and below the start)"
+        info["vetoed"] = f"{len(get('vetoes') or [])} (below both the bare encoder and the start by more than 0.005)"
     if not out or not full or out >= full:
         return info
     info["design"] = get("placement")
