@@ -35,6 +35,7 @@ DESIGNS = {
     "symmetric-pull": {"placement": "symmetric", "weight_decays": (1.0, 10.0)},
     "distill": {"placement": "distill"},
     "distill-queries": {"placement": "distill-queries"},
+    "distill-mlp": {"placement": "distill", "kind": "mlp"},  # MLP query maps (teacher and student); documents linear
     "distill-cosine-mse": {"placement": "distill", "loss": "cosine-mse"},
     "symmetric-cosine-mse": {"placement": "symmetric", "loss": "cosine-mse"},
 }
