@@ -23,7 +23,6 @@ from sentence_transformers.base.modules import Module
 from modeling.model.layout import PLACEMENTS, ModelLayout, freeze
 from modeling.model.projection_head import ProjectionHead
 
-
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 

@@ -387,8 +387,10 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
     """Distil ``teacher`` into the student from its start, on ``data``'s training queries and the whole corpus."""
     layout = ModelLayout.of(student.model)
     student.container.load_state_dict(student.start_state)
-    corpus = data.corpus if len(data.corpus) <= DISTILL_DOCUMENTS else random.Random(settings.seed).sample(
-        data.corpus, DISTILL_DOCUMENTS
+    corpus = (
+        data.corpus
+        if len(data.corpus) <= DISTILL_DOCUMENTS
+        else random.Random(settings.seed).sample(data.corpus, DISTILL_DOCUMENTS)
     )
     return distill(
         student.container, layout.head, layout.document_head, teacher,

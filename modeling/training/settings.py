@@ -94,7 +94,7 @@ class TrainSettings:
         "model",
         "query: head on queries only, corpus index stays valid (default without --out-dim); symmetric: one head on "
         "both sides; for a reduced --out-dim: fixed-documents (documents keep the PCA map, queries get a trained "
-        f"map into it), two-maps (a trained map per side), distill (default with --out-dim: a map per side trained "
+        "map into it), two-maps (a trained map per side), distill (default with --out-dim: a map per side trained "
         "to reproduce a full-width query-only head's scores over the whole corpus), distill-queries (the same, documents "
         "kept at the PCA map)",
         choices=tuple(PLACEMENT_LAYOUTS),
