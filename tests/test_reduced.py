@@ -110,13 +110,13 @@ def test_veto_keeps_the_start_when_the_candidate_is_worse_on_by_document_dev():
     result = TrialResult(learning_rate=1e-3, weight_decay=0.0, best_dev=0.80, best_epoch=3.0)
     settings = TrainSettings(learning_rates=(1e-3,), weight_decays=(0.0,), out_features=4, placement="two-maps")
     choice = choose(prepared, settings, [result], [trained])
-    assert choice.kept_identity and float(head.w) == 0.0  # every interpolation toward the trained head is vetoed
+    assert choice.kept_identity and head.w.item() == 0.0  # every interpolation toward the trained head is vetoed
     assert len(choice.vetoes) == 4
 
     kind = FakeEvaluator(head, lambda w: 0.65 + 0.01 * w)  # the same trial, now better on new documents too
     prepared.unseen_evaluator = kind
     choice = choose(prepared, settings, [result], [trained])
-    assert not choice.kept_identity and float(head.w) == 1.0 and not choice.vetoes
+    assert not choice.kept_identity and head.w.item() == 1.0 and not choice.vetoes
 
 
 def test_unseen_veto_rule():
