@@ -2,7 +2,8 @@
 
 Why not ``SentenceTransformer.push_to_hub(local_model_path=...)``: it uploads the folder verbatim, so a
 training output folder would ship its checkpoints, caches and logs. Here the folder is checked first
-(it must load anywhere with ``trust_remote_code=True``), the model's files are picked by an allow-list
+(it must load anywhere: with ``trust_remote_code=True``, or with nothing for the stock format of
+``modeling.model.stock``; no module path may lead outside it), the model's files are picked by an allow-list
 and staged in a temporary folder (the card gets the repo id there), and only then does
 ``huggingface_hub`` create the repo and upload. The local folder is never modified.
 
@@ -150,16 +151,15 @@ def model_files(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: pass the folder a model was saved to (train.py's output folder).")
     problems = []
-    for name in ("modules.json", "config_sentence_transformers.json", HEAD_SOURCE, "README.md"):
-        if not (folder / name).is_file():
-            problems.append(f"{name} is missing at the top of the folder")
-    module_dirs = []
+    module_dirs, module_types = [], []
     if (folder / "modules.json").is_file():
         try:
             modules = json.loads((folder / "modules.json").read_text())
             module_dirs = [entry["path"] for entry in modules if entry.get("path")]
+            module_types = [str(entry["type"]) for entry in modules]
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"modules.json is not a sentence-transformers module list ({error})")
+        _refuse_paths_outside(folder, module_dirs)
         problems += [
             f"module folder {path}/ named in modules.json is missing"
             for path in module_dirs
@@ -168,6 +168,17 @@ def model_files(folder: Path) -> list[str]:
     types = "".join(
         path.read_text() for path in folder.rglob("*.json") if path.name in ("modules.json", "router_config.json")
     )
+    # A stock-format model (only sentence_transformers.* modules, see modeling.model.stock) ships no code.
+    stock = bool(module_types) and all(kind.startswith("sentence_transformers.") for kind in module_types)
+    stock = stock and all(
+        kind.startswith("sentence_transformers.")
+        for config in folder.rglob("router_config.json")
+        for kind in json.loads(config.read_text()).get("types", {}).values()
+    )
+    required = ("modules.json", "config_sentence_transformers.json", "README.md") + (() if stock else (HEAD_SOURCE,))
+    problems = [
+        f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()
+    ] + problems
     if "transformers_modules." in types:
         problems.append(
             "a module type points into transformers_modules (a re-saved remote-code model); save it with modeling.save_model"
@@ -194,7 +205,25 @@ def model_files(folder: Path) -> list[str]:
         for p in folder.glob("evaluation/*")
         if _matches(p.relative_to(folder).as_posix(), PLOT_FILES)
     )
+    _refuse_paths_outside(folder, sorted(files))
     return sorted(files)
+
+
+def _refuse_paths_outside(folder: Path, paths: list[str]) -> None:
+    """ValueError if a path (from modules.json, or a file to upload) leaves ``folder``: ``..``, absolute, or a symlink."""
+    root = folder.resolve()
+    for path in paths:
+        parts = Path(path).parts
+        escapes = Path(path).is_absolute() or ".." in parts
+        if not escapes:
+            target = (folder / path).resolve()
+            escapes = target != root and root not in target.parents
+        if escapes:
+            raise ValueError(
+                f"{folder} is not a model folder that can be pushed: {path!r} (named in modules.json or found in a "
+                "module folder) leads outside the folder. Only files inside the model folder are uploaded; "
+                "fix modules.json or replace the link with the file itself."
+            )
 
 
 def stage(folder: Path, files: list[str], staging: Path, repo_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 import torch
@@ -191,3 +192,54 @@ def test_real_minilm_round_trip_without_package(tmp_path, placement):
     expected = embeddings(model)
     folder = save_model(model, tmp_path / "model")
     assert_same(expected, load_in_subprocess(str(folder), TEXTS, hide_package=True))
+
+
+def _saved_query_model(tiny, folder):
+    model = build_model(tiny, placement="query")
+    perturb(model)
+    return save_model(model, folder)
+
+
+def test_truncated_head_file_fails_naming_the_file(tiny, tmp_path):
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = load_in_subprocess(str(folder), TEXTS, hide_package=True)
+    assert "model.safetensors" in result["error"] and "ProjectionHead" in result["error"], result
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_head_weights_fail_naming_the_file(tiny, tmp_path, value):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    state = load_file(weights)
+    state["delta"][0, 0] = value
+    save_file(state, weights)
+    result = load_in_subprocess(str(folder), TEXTS, hide_package=True)
+    assert "NaN or infinite" in result["error"] and str(weights.relative_to(folder)) in result["error"], result
+
+
+def test_head_weights_follow_the_umask(tiny, tmp_path):
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_deepcopy_keeps_the_class_and_pickle_rebuilds_the_head(tiny):
+    import copy
+    import pickle
+
+    model = build_model(tiny, kind="linear", placement="query")
+    perturb(model)
+    head = find_head(model)
+    assert type(copy.deepcopy(head)) is type(head)
+    rebuilt = pickle.loads(pickle.dumps(head))  # by value: 'projection_head' is not an importable module here
+    x = torch.randn(3, head.in_features)
+    assert torch.equal(
+        rebuilt({"sentence_embedding": x.clone()})["sentence_embedding"],
+        head({"sentence_embedding": x.clone()})["sentence_embedding"],
+    )

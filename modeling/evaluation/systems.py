@@ -67,7 +67,7 @@ def has_head(model: SentenceTransformer) -> bool:
     return ModelLayout.of(model).head is not None
 
 
-def base_model(model: SentenceTransformer) -> SentenceTransformer:
+def bare_encoder(model: SentenceTransformer) -> SentenceTransformer:
     """The bare encoder under the head: the model's encoder prefix (+ Normalize when the model normalises)."""
     layout = ModelLayout.of(model)
     return model if layout.head is None else layout.bare(model)
@@ -108,11 +108,11 @@ class DenseEncoder:
 
 
 def documents_shared(
-    model: SentenceTransformer, trained: DenseEncoder, base: DenseEncoder, sample: list[str], prompt: str | None
+    model: SentenceTransformer, trained: DenseEncoder, bare: DenseEncoder, sample: list[str], prompt: str | None
 ) -> bool:
     """Whether the trained model embeds documents exactly as the bare encoder (a query-only head), checked on a sample."""
     if placement_of(model) != "query" or not sample:
         return False
     return torch.allclose(
-        trained.encode(sample, "document", prompt), base.encode(sample, "document", prompt), atol=1e-6
+        trained.encode(sample, "document", prompt), bare.encode(sample, "document", prompt), atol=1e-6
     )

@@ -24,9 +24,11 @@ move away from a good point, never find one from a random start.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
+import sys
 from typing import Any
 
 import torch
@@ -203,18 +205,70 @@ class ProjectionHead(Module):
             raise ValueError("ProjectionHead saves safetensors only; call save with safe_serialization=True.")
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=True)
+        _follow_umask(os.path.join(output_path, "model.safetensors"))  # safetensors writes 0600
         root = _model_root(output_path)
         if root is not None:
             shutil.copyfile(__file__, os.path.join(root, SOURCE_FILE))
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> ProjectionHead:
+        """Load config and weights; a file that cannot be read or holds NaN/inf fails here, naming the file."""
         hub_kwargs = {
             key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs
         }
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs)
         head = cls(**{key: value for key, value in config.items() if key in cls.config_keys})
-        return cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=head, **hub_kwargs)
+        where = cls.load_file_path(model_name_or_path, filename="model.safetensors", subfolder=subfolder, **hub_kwargs)
+        where = where or os.path.join(str(model_name_or_path), subfolder, "model.safetensors")
+        try:
+            cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=head, **hub_kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"Cannot read the projection head's weights {where}: {type(error).__name__}: {error}. "
+                "The file is damaged or incomplete; download or save the model again."
+            ) from error
+        broken = [name for name, tensor in head.state_dict().items() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise ValueError(
+                f"The projection head's weights {where} hold NaN or infinite values (in {', '.join(broken)}); "
+                "they would give NaN embeddings. The training run diverged or the file is damaged."
+            )
+        return head
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle by value when the class cannot be found by name (the multi-process pool's workers).
+
+        The class is recorded as ``projection_head.ProjectionHead``, a module that exists only as a file in the
+        model folder (loaded as remote code) or not at all (this package), so a worker process cannot import it.
+        The pickle then carries this file's source, the config and the weights, and the worker rebuilds the head.
+        """
+        cls = type(self)
+        if getattr(sys.modules.get(cls.__module__), cls.__name__, None) is cls:
+            return super().__reduce_ex__(protocol)
+        with open(__file__, encoding="utf8") as source_file:
+            source = source_file.read()
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
+        rebuild = (
+            "(lambda namespace: (exec(source, namespace), namespace['ProjectionHead']._rebuild(config, state, training))[1])"
+            "({'__name__': 'projection_head'})"
+        )
+        return eval, (
+            rebuild,
+            {"source": source, "config": self.get_config_dict(), "state": state, "training": self.training},
+        )
+
+    def __deepcopy__(self, memo: dict) -> ProjectionHead:
+        """An ordinary deep copy (same class object), not the by-value pickle above."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return copied
+
+    @classmethod
+    def _rebuild(cls, config: dict[str, Any], state: dict[str, Tensor], training: bool) -> ProjectionHead:
+        head = cls(**config)
+        head.load_state_dict(state)
+        return head.train(training)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.config_keys}
@@ -222,6 +276,13 @@ class ProjectionHead(Module):
     def __repr__(self) -> str:
         config = {key: value for key, value in self.get_config_dict().items() if value is not None}
         return f"ProjectionHead({json.dumps(config)[1:-1]}, trainable_parameters={self.num_trainable_parameters()})"
+
+
+def _follow_umask(path: str) -> None:
+    """Give ``path`` the mode a newly created file gets from the umask (as every other saved file has)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _model_root(output_path: str) -> str | None:

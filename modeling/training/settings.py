@@ -183,6 +183,13 @@ class TrainSettings:
         "output",
         "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)",
     )
+    cache_storage: str = flag(
+        "--cache-storage",
+        "output",
+        "how cached embeddings are stored: float32 (exact, default) or float16 (half the disk, for millions of texts)",
+        default="float32",
+        choices=("float32", "float16"),
+    )
     resume: bool = flag(
         "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
         action="store_true",
@@ -192,6 +199,14 @@ class TrainSettings:
     )
     private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
     show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
+    format: str = flag(
+        "--format",
+        "output",
+        "custom: the head's own module, loads with trust_remote_code=True (default); stock: a linear head saved as "
+        "sentence-transformers' own Dense (in its Router), loads without trust_remote_code",
+        default="custom",
+        choices=("custom", "stock"),
+    )
 
     @property
     def layout(self) -> str:
@@ -278,6 +293,11 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
     if settings.hard_negatives and LOSSES[settings.loss].labelled:
         parser.error(
             f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only"
+        )
+    if settings.format == "stock" and settings.kind != "linear":
+        parser.error(
+            f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
+            "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
         )
     if settings.out_features is not None and settings.out_features < 1:
         parser.error("--out-dim must be >= 1")

@@ -22,6 +22,7 @@ from sentence_transformers.sentence_transformer.trainer import SentenceTransform
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from modeling.cache.indexed_rows import use_cached_rows, use_indexed_sampler
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
 from modeling.training.dev import DEV_METRIC
@@ -175,6 +176,7 @@ def run_trial(
         else None
     )
     args = settings.training_arguments(trial, directory / "checkpoints", router_mapping(dataset, settings.layout))
+    use_indexed_sampler(args)  # NoDuplicates by text id: the library's batches without reading dataset[i] per row
     recorder = TrialLogCallback(twin)
     callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])
     trainer = SentenceTransformerTrainer(
@@ -185,6 +187,7 @@ def run_trial(
         evaluator=None if refit else evaluator,
         callbacks=callbacks,
     )
+    use_cached_rows(trainer, dataset)  # batches gathered by text id from the cache, not hashed per text
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
     if settings.show_progress:
