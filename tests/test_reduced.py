@@ -126,3 +126,21 @@ def test_unseen_veto_rule():
     assert not unseen_veto(0.646, bare=0.70, start=0.65, reduced=True)  # within 0.005 of that start
     assert unseen_veto(0.644, bare=0.70, start=0.65, reduced=True)
     assert not unseen_veto(0.60, bare=0.70, start=0.70, reduced=False)  # full width: QUALITY's rule goes there
+
+
+def test_stock_format_of_a_routes_model_computes_the_same(tiny, tmp_path):
+    from modeling.model.build import build_model
+    from modeling.model.stock import export_stock
+
+    sample = torch.randn(50, tiny.get_embedding_dimension())
+    model = build_model(tiny, placement="routes", out_features=4, pca_embeddings=sample)
+    layout = ModelLayout.of(model)
+    with torch.no_grad():
+        layout.head.delta.normal_(0, 0.1)  # the two routes now differ
+    folder = export_stock(model, tmp_path / "stock")
+    stock = SentenceTransformer(str(folder))  # no trust_remote_code
+    texts = ["red shoe", "a wooden desk"]
+    for encode in ("encode_query", "encode_document"):
+        assert torch.allclose(
+            torch.as_tensor(getattr(stock, encode)(texts)), torch.as_tensor(getattr(model, encode)(texts)), atol=1e-5
+        )
