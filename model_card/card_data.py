@@ -29,6 +29,8 @@ SUMMARY_END = "<!-- frozen-head:summary:end -->"
 PLACEMENT_TEXT = {
     "query": "query-only (queries go through the head; documents get the unchanged base encoder's embeddings)",
     "symmetric": "symmetric (queries and documents both go through the head)",
+    "routes": "reduced, one map per side (queries go through the query head, documents through the document head, "
+    "into the same smaller space)",
 }
 INIT_TEXT = {
     "identity": "identity: before training, the model reproduces the base encoder exactly",
@@ -60,6 +62,12 @@ TRAINING_LABELS = {
     "encoder_calls": "Texts encoded in this run (the rest came from the cache)",
     "training_time": "Training time",
     "outcome": "Outcome",
+    "design": "Reduced-model design (--placement)",
+    "output_dimension": "Output dimension",
+    "index_size": "Index size",
+    "dev_by_document": "Dev nDCG@10 on queries whose documents training never saw",
+    "vetoed": "Candidates ruled out on those queries",
+    "distillation_epochs": "Distillation epochs (chosen on dev)",
 }
 _NOT_LISTED = {"collapse_guard_verdict", "dev_metrics", "limitations", "trials", "kept_identity", "logs_note"}
 TRIAL_COLUMNS = {
@@ -112,7 +120,7 @@ class HeadModelCardData(SentenceTransformerModelCardData):
 
     def get_default_model_name(self) -> str:
         encoder = (self.encoder_name or self.base_model or "a frozen encoder").rsplit("/", 1)[-1]
-        placement = {"query": "query-only", "symmetric": "symmetric"}.get(self.head.get("placement"), "")
+        placement = {"query": "query-only", "symmetric": "symmetric", "routes": "reduced"}.get(self.head.get("placement"), "")
         kind = self.head.get("kind", "")
         return " ".join(f"{encoder} with a {placement} {kind} projection head".split())
 
@@ -121,7 +129,7 @@ class HeadModelCardData(SentenceTransformerModelCardData):
         data = super().to_dict()
         data.update(
             encoder_link=_link(self.encoder_name, self.base_model),
-            placement_short={"query": "query-only", "symmetric": "symmetric"}.get(self.head.get("placement"), "?"),
+            placement_short={"query": "query-only", "symmetric": "symmetric", "routes": "reduced"}.get(self.head.get("placement"), "?"),
             placement_text=PLACEMENT_TEXT.get(self.head.get("placement"), "unknown placement"),
             init_text=INIT_TEXT.get(self.head.get("init"), self.head.get("init")),
             training_rows=_training_rows(self.training),

@@ -76,4 +76,35 @@ def training_info(summary: Any) -> dict[str, Any]:
     }
     if kept_identity:
         info["outcome"] = "no trial beat the bare encoder on dev: the head was kept at its identity start"
+    info.update(reduced_info(summary))
     return {key: value for key, value in info.items() if value not in (None, "", [], {})}
+
+
+def reduced_info(summary: Any) -> dict[str, Any]:
+    """A reduced model's facts: its dimension, the index bytes per document against the full encoder, and its dev
+    quality beside the full-width head (distill: the teacher), the PCA start and the bare encoder."""
+    get = lambda name, default=None: getattr(summary, name, default)
+    out, full = get("out_features"), get("in_features")
+    info: dict[str, Any] = {}
+    if get("base_dev_unseen") is not None:
+        trained = get("trained_dev_unseen")
+        info["dev_by_document"] = (
+            f"{trained:.4f} (bare encoder {get('base_dev_unseen'):.4f})" if trained is not None else None
+        )
+        info["vetoed"] = f"{len(get('vetoes') or [])} (below both the bare encoder and the start by more than 0.005)"
+    if not out or not full or out >= full:
+        return info
+    info["design"] = get("placement")
+    info["output_dimension"] = f"{out} (the encoder's: {full})"
+    info["index_size"] = (
+        f"{4 * out:,} bytes per document (float32), against {4 * full:,} for the full encoder: {out / full:.0%}"
+    )
+    info["distillation_epochs"] = get("distill_epochs")
+    columns = {"This model": get("trained_dev") or {}}
+    if get("full_width_dev"):
+        columns[f"Full-width ({full}-d) query-only head"] = get("full_width_dev")
+    if get("start_dev"):
+        columns[f"PCA start ({out}-d, untrained)"] = get("start_dev")
+    columns["Base encoder"] = get("base_dev") or {}
+    info["dev_metrics"] = columns
+    return info

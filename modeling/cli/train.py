@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(results_table(summary))
     chosen = (
-        "kept the identity (no trial beat the bare encoder on dev)"
+        "kept the start: the identity, or the PCA map of a reduced head (no trial beat it on dev unvetoed)"
         if summary.kept_identity
         else (
             f"learning rate {summary.chosen_learning_rate:g}, weight decay {summary.chosen_weight_decay:g}, "
@@ -106,6 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     refit = "; then retrained on train + dev with these settings" if summary.refit_on_dev else ""
     print(f"\nchosen on dev: {chosen}{refit}; collapse guard: {summary.guard}")
+    if summary.distill_epochs is not None:
+        print(
+            f"that was the full-width teacher; the {summary.out_features}-d model learned its scores for "
+            f"{summary.distill_epochs} epochs (chosen on dev; 0 keeps the PCA start)"
+        )
+    if summary.out_features and summary.in_features and summary.out_features < summary.in_features:
+        print(
+            f"index: {4 * summary.out_features:,} bytes per document against {4 * summary.in_features:,} for the "
+            f"encoder; by-document dev nDCG@10 {summary.trained_dev_unseen or float('nan'):.4f} (bare "
+            f"{summary.base_dev_unseen or float('nan'):.4f}); candidates vetoed there: {len(summary.vetoes)}"
+        )
     print(
         f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s"
     )

@@ -5,6 +5,9 @@ Two placements, both plain ``SentenceTransformer`` models:
   through the head, so the corpus must be embedded with the trained model.
 - ``query``: ``[encoder..., Pooling, Router(query=[ProjectionHead], document=[]), (Normalize)]``:
   ``encode_document`` is the bare encoder, so an existing corpus index stays valid.
+- ``routes``: ``[encoder..., Pooling, Router(query=[ProjectionHead], document=[ProjectionHead]), (Normalize)]``:
+  a reduced model (e.g. 384 -> 128) with a map per side into the same smaller space; both start from PCA of the
+  corpus, and training decides which of them moves (``modeling.training.designs``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from sentence_transformers.base.modules import Module
 
 from modeling.model.layout import PLACEMENTS, ModelLayout, freeze
 from modeling.model.projection_head import SOURCE_FILE, ProjectionHead
-
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -84,14 +86,21 @@ def assemble(
     normalize: bool,
     template: SentenceTransformer,
     model_card_data: Any = None,
+    document_head: ProjectionHead | None = None,
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` of ``prefix + head (+ Normalize)`` with the template's prompts and similarity."""
+    if (placement == "routes") != (document_head is not None):
+        raise ValueError("placement='routes' takes a document head, and only it does.")
+    if document_head is not None and (document_head.in_features, document_head.out_features) != (
+        head.in_features, head.out_features
+    ):
+        raise ValueError("The query and document heads of a 'routes' model must map the same widths.")
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}.")
     if placement == "query" and head.out_features != head.in_features:
         raise ValueError(
             f"A query-only head must keep the document dimension ({head.in_features}); got out_features="
-            f"{head.out_features}. Use placement='symmetric' to reduce the dimension."
+            f"{head.out_features}. Use placement='routes' or 'symmetric' to reduce the dimension."
         )
     dimension = prefix[-1].get_embedding_dimension() if hasattr(prefix[-1], "get_embedding_dimension") else None
     if dimension is not None and dimension != head.in_features:
@@ -99,7 +108,8 @@ def assemble(
             f"The head expects {head.in_features}-dim embeddings but the encoder produces {dimension}-dim ones. "
             "A head only works on the encoder it was built for; build a new head for this encoder."
         )
-    return ModelLayout(prefix, head, placement, normalize).to_model(template, model_card_data=model_card_data)
+    layout = ModelLayout(prefix, head, placement, normalize, document_head=document_head)
+    return layout.to_model(template, model_card_data=model_card_data)
 
 
 def build_model(
@@ -117,8 +127,9 @@ def build_model(
     Args:
         encoder: A loaded encoder, a path or Hub id, or ``None`` for the offline all-MiniLM-L6-v2.
         kind: ``linear`` or ``mlp`` (see ``ProjectionHead``).
-        placement: ``query`` (the head on queries only) or ``symmetric`` (on both sides).
-        out_features: Output width; smaller than the encoder's only with ``placement="symmetric"``.
+        placement: ``query`` (the head on queries only), ``symmetric`` (one head on both sides) or ``routes`` (a
+            head per side, both starting from the same map).
+        out_features: Output width; smaller than the encoder's only with ``symmetric`` or ``routes``.
         pca_embeddings: Sample embeddings to initialise a reduced head by PCA.
         head: An existing head to put on the encoder instead of a new one.
         model_card_data: Card data for the model (e.g. ``model_card.HeadModelCardData``), given at construction as
@@ -133,7 +144,10 @@ def build_model(
     dimension = encoder.get_embedding_dimension()
     if head is None:
         head = make_head(dimension, kind, out_features, pca_embeddings, **head_kwargs)
-    model = assemble(prefix, head, placement, normalize, encoder, model_card_data)
+    document_head = None
+    if placement == "routes":  # the document map is linear: it is what the index stores, one matrix per document
+        document_head = make_head(dimension, "linear", head.out_features, pca_embeddings, **head_kwargs)
+    model = assemble(prefix, head, placement, normalize, encoder, model_card_data, document_head=document_head)
     model.model_card_data.base_model = encoder_display_name(source)
     return model
 

@@ -5,6 +5,9 @@ Every model this project builds, trains, evaluates or documents is one of
 - a bare encoder: ``[prefix..., (Normalize)]``;
 - ``symmetric``: ``[prefix..., head, (Normalize)]``;
 - ``query``: ``[prefix..., Router(query=[head], document=[]), (Normalize)]``;
+- ``routes``: ``[prefix..., Router(query=[head], document=[document_head]), (Normalize)]``: a reduced model whose
+  queries and documents get their own maps into the same smaller space (the document map may be frozen at its
+  PCA start, so only queries are adapted);
 
 where ``prefix`` is the frozen encoder up to the sentence embedding (e.g. ``[Transformer, Pooling]``) and the head
 is a ``ProjectionHead`` or, in the stock format, the library's ``Dense``. ``ModelLayout.of(model)`` reads that
@@ -23,7 +26,7 @@ from sentence_transformers.base.modules import Dense, Module, Router
 from sentence_transformers.base.modules.normalize import Normalize
 from torch import nn
 
-PLACEMENTS = ("query", "symmetric")
+PLACEMENTS = ("query", "symmetric", "routes")
 HEAD_CLASS_NAMES = ("ProjectionHead", "Dense")
 
 
@@ -62,13 +65,15 @@ def like(template: SentenceTransformer, modules: list[Module], model_card_data=N
 
 @dataclass
 class ModelLayout:
-    """Where a model's parts are. ``head`` and ``placement`` are ``None`` for a bare encoder."""
+    """Where a model's parts are. ``head`` and ``placement`` are ``None`` for a bare encoder; ``head`` is the query
+    head of a ``routes`` model, whose ``document_head`` maps the documents."""
 
     prefix: list[Module]
     head: Module | None
     placement: str | None
     normalize: bool
     container: Module | None = None  # the model's own Router around the head, when read from a model
+    document_head: Module | None = None
 
     @classmethod
     def of(cls, model: SentenceTransformer) -> ModelLayout:
@@ -79,10 +84,16 @@ class ModelLayout:
             if isinstance(module, Router):
                 if index != len(body) - 1:
                     raise ValueError("Unexpected layout: modules after the Router (other than Normalize).")
-                heads = [m for m in module.modules() if m is not module and is_head(m)]
-                if len(heads) != 1:
-                    raise ValueError(f"Unexpected layout: the Router holds {len(heads)} heads, expected 1.")
-                return cls(body[:index], heads[0], "query", normalize, container=module)
+                routes = {name: [m for m in chain if is_head(m)] for name, chain in module.sub_modules.items()}
+                query, document = routes.get("query", []), routes.get("document", [])
+                if len(query) != 1 or len(document) > 1 or sum(map(len, routes.values())) != len(query + document):
+                    raise ValueError(
+                        "Unexpected layout: the Router must hold one query head and at most one document head, got "
+                        + ", ".join(f"{name}: {len(heads)}" for name, heads in routes.items())
+                    )
+                if document:
+                    return cls(body[:index], query[0], "routes", normalize, container=module, document_head=document[0])
+                return cls(body[:index], query[0], "query", normalize, container=module)
             if is_head(module):
                 if index != len(body) - 1:
                     raise ValueError("Unexpected layout: modules after the head (other than Normalize).")
@@ -98,7 +109,14 @@ class ModelLayout:
             return self.head
         if self.container is not None:
             return self.container
+        if self.placement == "routes":
+            return Router.for_query_document(query_modules=[self.head], document_modules=[self.document_head])
         return Router.for_query_document(query_modules=[self.head], document_modules=[])
+
+    @property
+    def heads(self) -> list[Module]:
+        """Every head of the model: the query head first, then a ``routes`` model's document head."""
+        return [h for h in (self.head, self.document_head) if h is not None]
 
     def tail(self) -> list[Module]:
         """Everything after the prefix, as new containers around the same head (never a copy of its weights)."""

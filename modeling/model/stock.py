@@ -79,6 +79,10 @@ def to_stock(model: SentenceTransformer) -> SentenceTransformer:
     dense = to_dense(layout.head)
     if layout.placement == "query":
         head_module = Router.for_query_document(query_modules=[dense], document_modules=[])
+    elif layout.placement == "routes":  # a reduced model: a Dense per side
+        head_module = Router.for_query_document(
+            query_modules=[dense], document_modules=[to_dense(layout.document_head)]
+        )
     else:
         head_module = dense
     stock = like(model, [*layout.prefix, head_module, *layout.tail()[1:]])

@@ -1,5 +1,8 @@
 """The whole training job as named stages: prepare -> run_grid -> choose -> refit -> summarize -> save.
 
+``--placement distill`` adds two stages after the refit of its full-width teacher: ``distill_student`` (the
+reduced model learns the teacher's scores; its epoch chosen on dev like a trial's) and its own refit.
+
 Model selection never sees a test split: the (learning rate, weight decay) grid point, the epoch and the
 interpolation are chosen on dev nDCG@10, and the identity head (the bare encoder) is always a candidate, so the
 saved model is never worse than the encoder on dev. Stages compute; only ``save`` writes the model folder.
@@ -7,26 +10,31 @@ saved model is never worse than the encoder on dev. Stages compute; only ``save`
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer
+from torch import nn
 
 from modeling.cache.cached_input import cached_twin, prefix_model
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.data.training_data import TrainingData
-from modeling.model.build import build_model, encoder_display_name, find_head, load_encoder, save_model
+from modeling.model.build import build_model, encoder_display_name, load_encoder, save_model
+from modeling.model.layout import ModelLayout
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
+from modeling.training.distill import DistillResult, distill
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
 from modeling.training.output import check_output_dir, staging_dir, swap_in
@@ -39,6 +47,21 @@ logger = logging.getLogger(__name__)
 # Wortsman et al. 2022): a cheap pull toward the encoder that protects queries unlike the training ones.
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
+DISTILL_DOCUMENTS = 50_000  # a larger corpus is distilled on a seeded sample of this many documents
+UNSEEN_TOLERANCE = 0.005  # issue 13: below the bare encoder on the by-document dev half by more than this: vetoed
+
+
+def unseen_veto(candidate: float, bare: float, start: float, reduced: bool) -> bool:
+    """Whether a candidate's by-document dev nDCG@10 (queries whose documents training never saw) rules it out.
+
+    Reduced models (issue 13): below the bare encoder by more than ``UNSEEN_TOLERANCE``, and below the start it
+    would fall back to by more than that too (a PCA start is itself below the bare encoder there, by 0.05 on
+    SciFact at 128 dimensions: vetoing everything in favour of it would protect nothing). Full width: no veto yet;
+    the noise-aware per-query rule of ``modeling.training.selection.vetoed`` (branch ``quality``) goes here.
+    """
+    if not reduced or math.isnan(candidate):
+        return False
+    return candidate < min(bare, start) - UNSEEN_TOLERANCE
 
 
 @dataclass
@@ -64,6 +87,16 @@ class TrainSummary:
     seconds: float = 0.0
     loss: str = "mnrl"
     given_negatives: bool = False
+    placement: str = "query"
+    out_features: int | None = None
+    in_features: int | None = None
+    base_dev_unseen: float | None = None  # by-document dev half, bare encoder
+    start_dev: dict[str, float] = field(default_factory=dict)  # the untrained start (PCA for a reduced head)
+    trained_dev_unseen: float | None = None
+    full_width_dev: dict[str, float] = field(default_factory=dict)  # distill: the full-width teacher, same dev
+    vetoes: list[str] = field(default_factory=list)  # candidates the by-document dev half ruled out
+    distill_epochs: int | None = None  # distill: the student's epochs, chosen on dev
+    distill_seconds: float | None = None
 
 
 class CollapseError(RuntimeError):
@@ -76,7 +109,7 @@ class Prepared:
 
     model: SentenceTransformer
     encoder: SentenceTransformer
-    head: Any
+    head: Any  # what trains: the head, or the Router holding both maps of a ``routes`` model
     cache: EmbeddingCache
     twin: SentenceTransformer
     dataset: Any
@@ -84,6 +117,12 @@ class Prepared:
     guard_pairs: tuple[list, list]
     start_state: dict
     base_dev: dict[str, float]
+    unseen_evaluator: Any = None  # the by-document half of dev alone (None when dev has no such queries)
+    base_dev_unseen: float = float("nan")
+    start_dev: dict[str, float] = field(default_factory=dict)
+    start_dev_unseen: float = float("nan")
+    init: str = "identity"  # how the start was made: identity (full width) or pca (reduced)
+    reduced: bool = False
 
 
 @dataclass
@@ -96,6 +135,8 @@ class Choice:
     interpolation: float
     kept_identity: bool
     trained_dev: dict[str, float] = field(default_factory=dict)
+    trained_dev_unseen: float = float("nan")
+    vetoes: list[str] = field(default_factory=list)
 
 
 def is_main_process() -> bool:
@@ -119,7 +160,7 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     model = build_model(
         encoder,
         kind=settings.kind,
-        placement=settings.placement,
+        placement=settings.layout,
         out_features=settings.out_features,
         seed=settings.seed,
         model_card_data=model_card_data,
@@ -127,7 +168,7 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     )
     # The card's widget examples would run the full model (encoder included) on training texts: skip them.
     model.model_card_data.generate_widget_examples = False
-    head = find_head(model)
+    layout = ModelLayout.of(model)
     cache = EmbeddingCache(
         prefix_model(model),
         root=settings.cache_dir,
@@ -137,8 +178,12 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     queries, documents = data.all_texts()
     # Under torchrun every rank encodes its share of the missing texts, then reads all (modeling/cache/distributed.py).
     cache.ensure(queries + documents, description="Embedding training and dev texts")
-    if head.out_features < head.in_features and head.init != "default":
-        head.fit_pca(cache.get(documents[:20000]))
+    for head in layout.heads:
+        if head.out_features < head.in_features and head.init != "default":
+            head.fit_pca(cache.get(documents[:20000]))
+    if settings.placement == "fixed-documents":
+        layout.document_head.requires_grad_(False)  # documents keep the PCA start: only queries move
+    trained = layout.container if settings.layout == "routes" else layout.head
     twin = cached_twin(model, cache)
     dataset = training_dataset(data, settings.loss, settings.hard_negatives, twin, seed=settings.seed)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -148,9 +193,31 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
             f"not one full batch. Lower --batch-size to at most {max(2, len(dataset) // world_size)}."
         )
     evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
+    unseen = unseen_evaluator(data)
     guard_pairs = probe_pairs(data.dev_queries, data.dev_corpus, data.dev_relevant, seed=settings.seed)
-    base_dev = dev_metrics(evaluator, cached_twin(encoder, cache))  # the bare encoder, from the same cache
-    return Prepared(model, encoder, head, cache, twin, dataset, evaluator, guard_pairs, head_state(head), base_dev)
+    bare = cached_twin(encoder, cache)
+    base_dev = dev_metrics(evaluator, bare)  # the bare encoder, from the same cache
+    prepared = Prepared(
+        model, encoder, trained, cache, twin, dataset, evaluator, guard_pairs, head_state(trained), base_dev,
+        unseen_evaluator=unseen, base_dev_unseen=unseen_score(unseen, bare), init=layout.head.init,
+        reduced=layout.head.out_features < layout.head.in_features,
+    )  # fmt: skip
+    prepared.start_dev = dev_metrics(evaluator, twin)
+    prepared.start_dev_unseen = unseen_score(unseen, twin)
+    return prepared
+
+
+def unseen_evaluator(data: TrainingData):
+    """The dev evaluator on the by-document half of dev only (queries whose documents training never saw)."""
+    queries = {qid: text for qid, text in data.dev_queries.items() if qid in data.dev_unseen}
+    if not queries:
+        return None
+    relevant = {qid: docs for qid, docs in data.dev_relevant.items() if qid in queries}
+    return dev_evaluator(queries, data.dev_corpus, relevant)
+
+
+def unseen_score(evaluator, model) -> float:
+    return float("nan") if evaluator is None else dev_metrics(evaluator, model)[SELECTION_METRIC]
 
 
 def run_grid(prepared: Prepared, settings: TrainSettings, grid: list[Trial]) -> tuple[list[TrialResult], list[dict]]:
@@ -187,24 +254,62 @@ def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple
     return best, scores[best]
 
 
-def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict]) -> Choice:
-    """The best usable trial on dev, its interpolation, or the identity when nothing beats the bare encoder.
+def vetoed_state(prepared: Prepared, state: dict, label: str, vetoes: list[str]) -> tuple[bool, float]:
+    """Load ``state`` and score it on the by-document dev half; whether ``unseen_veto`` rules it out."""
+    prepared.head.load_state_dict(state)
+    score = unseen_score(prepared.unseen_evaluator, prepared.twin)
+    veto = unseen_veto(score, prepared.base_dev_unseen, prepared.start_dev_unseen, prepared.reduced)
+    if veto:
+        vetoes.append(
+            f"{label}: by-document dev nDCG@10 {score:.4f} vs bare encoder {prepared.base_dev_unseen:.4f}, "
+            f"start {prepared.start_dev_unseen:.4f}"
+        )
+        logger.info("vetoed %s", vetoes[-1])
+    return veto, score
 
-    Leaves the chosen head in ``prepared.head`` and records its dev metrics (before any refit: an honest figure).
+
+def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict]) -> Choice:
+    """The best usable trial on dev, its interpolation, or the start when nothing beats it.
+
+    Trials are tried best dev first; one whose by-document dev half ``unseen_veto`` rules out is passed over (for
+    a reduced model also each smaller interpolation toward its start is tried first). The start (identity, or PCA
+    for a reduced head) stays a candidate. Leaves the chosen head in ``prepared.head`` and records its dev metrics
+    (before any refit: an honest figure).
     """
     usable = [i for i, r in enumerate(results) if not r.stopped and not math.isnan(r.best_dev)]
     if not usable:
         reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
-    index = max(usable, key=lambda i: results[i].best_dev)
     head, start = prepared.head, prepared.start_state
-    interpolation, best_dev = 1.0, results[index].best_dev
-    if settings.interpolate and head.init == "identity":
-        interpolation, best_dev = choose_interpolation(head, start, states[index], prepared.evaluator, prepared.twin)
-    kept_identity = head.init == "identity" and best_dev <= prepared.base_dev[SELECTION_METRIC]
-    head.load_state_dict(start if kept_identity else interpolate(start, states[index], interpolation))
+    has_start = prepared.init in ("identity", "pca")
+    floor = prepared.base_dev if prepared.init == "identity" else prepared.start_dev
+    vetoes: list[str] = []
+    for index in sorted(usable, key=lambda i: -results[i].best_dev):
+        interpolation, best_dev = 1.0, results[index].best_dev
+        if settings.interpolate and has_start:
+            interpolation, best_dev = choose_interpolation(
+                head, start, states[index], prepared.evaluator, prepared.twin
+            )
+        if has_start and best_dev <= floor[SELECTION_METRIC]:
+            break  # the best unvetoed trial does not beat the start on dev: keep the start
+        weights = [interpolation] + ([t for t in INTERPOLATIONS if t < interpolation] if prepared.reduced else [])
+        for t in weights:
+            veto, unseen = vetoed_state(
+                prepared, interpolate(start, states[index], t), f"{settings.grid()[index].name} at {t:g}", vetoes
+            )
+            if not veto:
+                trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
+                return Choice(index, results[index], states[index], t, False, trained_dev, unseen, vetoes)
+    if not has_start:  # a random start is no candidate: keep the best trial as it is
+        index = max(usable, key=lambda i: results[i].best_dev)
+        head.load_state_dict(states[index])
+        unseen = unseen_score(prepared.unseen_evaluator, prepared.twin)
+        return Choice(index, results[index], states[index], 1.0, False, dev_metrics(prepared.evaluator, prepared.twin),
+                      unseen, vetoes)  # fmt: skip
+    head.load_state_dict(start)
+    index = max(usable, key=lambda i: results[i].best_dev)
     trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
-    return Choice(index, results[index], states[index], interpolation, kept_identity, trained_dev)
+    return Choice(index, results[index], states[index], 0.0, True, trained_dev, prepared.start_dev_unseen, vetoes)
 
 
 def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice) -> bool:
@@ -231,6 +336,116 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
         trial.stop_after_epoch, best.learning_rate, best.weight_decay,
     )  # fmt: skip
     return True
+
+
+@dataclass
+class Student:
+    """The reduced ``routes`` model of ``--placement distill`` and what its selection found."""
+
+    model: SentenceTransformer
+    twin: SentenceTransformer
+    container: nn.Module  # the Router holding both maps: what trains
+    start_state: dict
+    epochs: int = 0
+    dev: dict[str, float] = field(default_factory=dict)
+    dev_unseen: float = float("nan")
+    vetoes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    start_dev: dict[str, float] = field(default_factory=dict)
+
+
+def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, model_card_data=None) -> Student:
+    """The reduced model: a query map and a document map, both starting from PCA of the corpus."""
+    head_kwargs = {"init": settings.init} if settings.init else {}
+    model = build_model(
+        prepared.encoder, kind=settings.kind, placement="routes", out_features=settings.out_features,
+        seed=settings.seed, model_card_data=model_card_data, **head_kwargs,
+    )  # fmt: skip
+    model.model_card_data.generate_widget_examples = False
+    layout = ModelLayout.of(model)
+    sample = prepared.cache.get(data.corpus[:20000])
+    for head in layout.heads:
+        if head.out_features < head.in_features and head.init != "default":
+            head.fit_pca(sample)
+    if settings.placement == "distill-queries":
+        layout.document_head.requires_grad_(False)  # documents keep the PCA start: only the query map learns
+    return Student(model, cached_twin(model, prepared.cache), layout.container, head_state(layout.container))
+
+
+def teacher_function(head: nn.Module):
+    """The full-width query head as a function of pre-head embeddings (a frozen copy: the refit moves the original)."""
+    frozen = copy.deepcopy(head).eval().requires_grad_(False)
+    return lambda x: frozen({"sentence_embedding": x})["sentence_embedding"]
+
+
+def run_distillation(prepared: Prepared, student: Student, settings: TrainSettings, data: TrainingData, teacher,
+                     epochs: int) -> DistillResult:  # fmt: skip
+    """Distil ``teacher`` into the student from its start, on ``data``'s training queries and the whole corpus."""
+    layout = ModelLayout.of(student.model)
+    student.container.load_state_dict(student.start_state)
+    corpus = (
+        data.corpus
+        if len(data.corpus) <= DISTILL_DOCUMENTS
+        else random.Random(settings.seed).sample(data.corpus, DISTILL_DOCUMENTS)
+    )
+    return distill(
+        student.container, layout.head, layout.document_head, teacher,
+        queries=prepared.cache.get(list(data.pairs)), documents=prepared.cache.get(corpus), epochs=epochs,
+        batch_size=settings.batch_size, scale=settings.scale, seed=settings.seed,
+    )  # fmt: skip
+
+
+def choose_student(prepared: Prepared, student: Student, result: DistillResult) -> None:
+    """The epoch with the best dev nDCG@10 among those ``unseen_veto`` lets through; the PCA start stays a candidate
+    (epochs that do not beat it on dev are not taken). Leaves the chosen state in the student."""
+    scored = []
+    for epoch, state in enumerate(result.states, start=1):
+        student.container.load_state_dict(state)
+        scored.append((dev_metrics(prepared.evaluator, student.twin), epoch))
+    student.container.load_state_dict(student.start_state)
+    start_dev = dev_metrics(prepared.evaluator, student.twin)
+    start_unseen = unseen_score(prepared.unseen_evaluator, student.twin)
+    student.epochs, student.dev, student.dev_unseen, student.start_dev = 0, start_dev, start_unseen, start_dev
+    for dev, epoch in sorted(scored, key=lambda item: (-item[0][SELECTION_METRIC], item[1])):
+        if dev[SELECTION_METRIC] <= start_dev[SELECTION_METRIC]:
+            break
+        student.container.load_state_dict(result.states[epoch - 1])
+        unseen = unseen_score(prepared.unseen_evaluator, student.twin)
+        if unseen_veto(unseen, prepared.base_dev_unseen, start_unseen, reduced=True):
+            student.vetoes.append(
+                f"distillation epoch {epoch}: by-document dev nDCG@10 {unseen:.4f} vs bare encoder "
+                f"{prepared.base_dev_unseen:.4f}, start {start_unseen:.4f}"
+            )
+            continue
+        student.epochs, student.dev, student.dev_unseen = epoch, dev, unseen
+        break
+    student.container.load_state_dict(result.states[student.epochs - 1] if student.epochs else student.start_state)
+    logger.info(
+        "distillation: epoch %d chosen, dev nDCG@10 %.4f (start %.4f), by-document half %.4f",
+        student.epochs, student.dev[SELECTION_METRIC], start_dev[SELECTION_METRIC], student.dev_unseen,
+    )  # fmt: skip
+
+
+def distill_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice,
+                    model_card_data=None) -> Student:  # fmt: skip
+    """``--placement distill``: the teacher is the chosen full-width head (``prepared.head`` after ``choose``),
+    trained on the training queries only, so the student's epoch is chosen on a dev split it never saw."""
+    student = build_student(prepared, settings, data, model_card_data)
+    result = run_distillation(prepared, student, settings, data, teacher_function(prepared.head), settings.epochs)
+    choose_student(prepared, student, result)
+    student.seconds = result.seconds
+    return student
+
+
+def refit_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, student: Student,
+                  refitted: bool) -> None:  # fmt: skip
+    """After the teacher's refit on train + dev: distil it again, on all the queries, for the chosen epochs."""
+    if not (refitted and student.epochs):
+        return
+    result = run_distillation(
+        prepared, student, settings, data.with_dev_merged(), teacher_function(prepared.head), student.epochs
+    )
+    student.seconds += result.seconds
 
 
 def summarize(
@@ -260,7 +475,18 @@ def summarize(
         seconds=time.time() - started,
         loss=settings.loss,
         given_negatives=any(data.negatives.values()),
+        placement=settings.placement,
+        out_features=settings.out_features,
+        in_features=prepared.encoder.get_embedding_dimension(),
+        base_dev_unseen=_finite(prepared.base_dev_unseen),
+        start_dev=prepared.start_dev if prepared.reduced else {},
+        trained_dev_unseen=_finite(choice.trained_dev_unseen),
+        vetoes=choice.vetoes,
     )
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else value
 
 
 def save(
@@ -319,14 +545,28 @@ def train(
     if is_main_process() and not settings.resume:
         shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
     check_and_record(trials, identity, settings.resume, write=is_main_process())
-    prepared = prepare(data, settings, model_card_data)
-    results, states = run_grid(prepared, settings, settings.grid())
-    choice = choose(prepared, settings, results, states)
-    refitted = refit(prepared, settings, data, choice)
+    distilling = settings.placement in ("distill", "distill-queries")
+    # distill: the grid trains the full-width query-only teacher; the reduced student comes after it.
+    grid_settings = replace(settings, placement="query", out_features=None, init=None) if distilling else settings
+    prepared = prepare(data, grid_settings, None if distilling else model_card_data)
+    results, states = run_grid(prepared, grid_settings, settings.grid())
+    choice = choose(prepared, grid_settings, results, states)
+    student = distill_student(prepared, settings, data, choice, model_card_data) if distilling else None
+    refitted = refit(prepared, grid_settings, data, choice)
     summary = summarize(data, settings, prepared, results, choice, refitted, started)
+    model = prepared.model
+    if student is not None:
+        refit_student(prepared, settings, data, student, refitted)
+        model = student.model
+        summary.full_width_dev, summary.trained_dev = summary.trained_dev, student.dev
+        summary.start_dev = student.start_dev
+        summary.trained_dev_unseen = _finite(student.dev_unseen)
+        summary.vetoes = summary.vetoes + student.vetoes
+        summary.distill_epochs, summary.distill_seconds = student.epochs, student.seconds
+        summary.seconds = time.time() - started
     if is_main_process():
         if fill_card is not None:
             chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)
-            fill_card(prepared.model, summary, TrialLog.read(trials / chosen.name))
-        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra, fmt=settings.format)
+            fill_card(model, summary, TrialLog.read(trials / chosen.name))
+        save(model, summary, Path(settings.output_dir), extra=save_extra, fmt=settings.format)
     return summary

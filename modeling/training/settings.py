@@ -20,6 +20,21 @@ from modeling.model.projection_head import INITS, KINDS
 from modeling.training.dev import DEV_METRIC
 from modeling.training.losses import LOSSES
 
+# What --placement trains -> the layout the saved model has (``modeling.model.layout``). The reduced designs
+# (issue 13) all save a Router with a map per side into the smaller space:
+#   fixed-documents: documents keep the PCA start (never trained), queries get a trained map into that space;
+#   two-maps: both maps trained by the loss; distill: both maps trained to reproduce the scores of a full-width
+#   query-only head trained first (``modeling.training.distill``); distill-queries: the same with the document
+#   map kept at the PCA start.
+PLACEMENT_LAYOUTS = {
+    "query": "query",
+    "symmetric": "symmetric",
+    "fixed-documents": "routes",
+    "two-maps": "routes",
+    "distill": "routes",
+    "distill-queries": "routes",
+}
+REDUCED_DEFAULT = "distill"  # chosen on dev (README, "Reduced models"); what --out-dim alone trains
 DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 # Decay of the head's change D (not of W0): a pull toward the identity start, chosen on dev like the learning rate.
 DEFAULT_WEIGHT_DECAYS = (0.0, 1.0)
@@ -74,17 +89,21 @@ class TrainSettings:
         "--encoder", "model", "sentence-transformers encoder path or Hub id (default: all-MiniLM-L6-v2, offline)"
     )
     kind: str = flag("--kind", "model", "head kind (default linear)", default="linear", choices=KINDS)
-    placement: str = flag(
+    placement: str | None = flag(
         "--placement",
         "model",
-        "query: head on queries only, corpus index stays valid (default); symmetric: both sides",
-        default="query",
-        choices=("query", "symmetric"),
+        "query: head on queries only, corpus index stays valid (default without --out-dim); symmetric: one head on "
+        "both sides; for a reduced --out-dim: fixed-documents (documents keep the PCA map, queries get a trained "
+        "map into it), two-maps (a trained map per side), distill (default with --out-dim: a map per side trained "
+        "to reproduce a full-width query-only head's scores over the whole corpus), distill-queries (the same, documents "
+        "kept at the PCA map)",
+        choices=tuple(PLACEMENT_LAYOUTS),
     )
     out_features: int | None = flag(
         "--out-dim",
         "model",
-        "output dimension (smaller than the encoder's needs --placement symmetric)",
+        "output dimension, at most the encoder's; smaller makes a smaller index (default placement then: "
+        f"{REDUCED_DEFAULT})",
         type=int,
         metavar="OUT_DIM",
     )
@@ -127,8 +146,8 @@ class TrainSettings:
     weight_decays: tuple[float, ...] = flag(
         "--weight-decay",
         "training",
-        "one or more decays of the head's change, a pull back toward its identity start; several are tried and "
-        "the best on dev kept (default: 0 1)",
+        "one or more decays of the head's change, a pull back toward its start (the identity, or the PCA map of a "
+        "reduced head); several are tried and the best on dev kept (default: 0 1)",
         default=DEFAULT_WEIGHT_DECAYS,
         type=non_negative_float,
         nargs="+",
@@ -188,6 +207,11 @@ class TrainSettings:
         default="custom",
         choices=("custom", "stock"),
     )
+
+    @property
+    def layout(self) -> str:
+        """The saved model's layout (``query``, ``symmetric`` or ``routes``) for this placement."""
+        return PLACEMENT_LAYOUTS[self.placement or "query"]
 
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
@@ -275,8 +299,18 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
             f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
             "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
         )
+    if settings.out_features is not None and settings.out_features < 1:
+        parser.error("--out-dim must be >= 1")
+    if settings.placement is None:
+        settings.placement = "query" if settings.out_features is None else REDUCED_DEFAULT
     if settings.out_features is not None and settings.placement == "query":
-        parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
+        parser.error(
+            "--out-dim with --placement query: a query-only head must keep the document dimension; drop --placement "
+            f"(the reduced default, {REDUCED_DEFAULT}) or pick one of "
+            + ", ".join(name for name in PLACEMENT_LAYOUTS if name != "query")
+        )
+    if settings.placement in ("fixed-documents", "distill-queries") and settings.out_features is None:
+        parser.error(f"--placement {settings.placement} needs --out-dim (at full width it is --placement query)")
     if settings.push_to_hub and "/" not in settings.push_to_hub:
         parser.error("--push-to-hub takes ORG/NAME")
     if settings.output_dir is not None and settings.output_dir.exists() and not settings.output_dir.is_dir():

@@ -99,9 +99,9 @@ class StopAfterEpoch(TrainerCallback):
         return control
 
 
-def router_mapping(dataset: Dataset, placement: str) -> dict[str, str]:
+def router_mapping(dataset: Dataset, layout: str) -> dict[str, str]:
     """Column -> route: the first column is the query, every other text column a document."""
-    if placement != "query":
+    if layout not in ("query", "routes"):
         return {}
     columns = [c for c in dataset.column_names if c not in ("label", "score")]
     return {column: ("query" if index == 0 else "document") for index, column in enumerate(columns)}
@@ -119,6 +119,11 @@ def last_complete_checkpoint(folder: Path) -> str | None:
         if all((candidate / name).is_file() for name in required) and any(candidate.rglob("*.safetensors")):
             return str(candidate)
     return None
+
+
+def start_init(module) -> str | None:
+    """How the trained head started (``identity``, ``pca``, ...): the module's own, or its first head's."""
+    return next((m.init for m in module.modules() if isinstance(getattr(m, "init", None), str)), None)
 
 
 def head_state(head: ProjectionHead) -> dict[str, torch.Tensor]:
@@ -163,14 +168,14 @@ def run_trial(
             recipe={
                 "learning_rate": trial.learning_rate,
                 "loss_advice": LOSSES[settings.loss].collapse_advice,
-                "init": head.init,
+                "init": start_init(head),
             },
             every_steps=max(1, len(dataset) // settings.batch_size // 2),
         )
         if use_guard
         else None
     )
-    args = settings.training_arguments(trial, directory / "checkpoints", router_mapping(dataset, settings.placement))
+    args = settings.training_arguments(trial, directory / "checkpoints", router_mapping(dataset, settings.layout))
     use_indexed_sampler(args)  # NoDuplicates by text id: the library's batches without reading dataset[i] per row
     recorder = TrialLogCallback(twin)
     callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])

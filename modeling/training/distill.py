@@ -1,0 +1,113 @@
+"""Distil a full-width query-only head into a reduced model (``--placement distill``, issue 13 design d).
+
+The teacher is the default 384-d query-only head (documents stay the bare encoder's). The student is a ``routes``
+model: a query map and a document map into ``out_dim``, both starting from PCA of the corpus. It learns to
+reproduce the teacher's ranking of *the whole corpus* for every training query (KL divergence between the two
+softmax distributions over all documents, at the ranking loss's scale), plus the bare encoder's document-document
+cosines on random document samples. Every document is in every step's loss, so documents no training query touches
+are placed by the teacher's scores too, not left where a pairwise loss would push them by accident.
+
+Why a loop of its own and not the library's trainer: the loss needs all corpus embeddings in every step (one
+matrix product on cached embeddings), which the trainer's per-row datasets cannot express without re-reading the
+corpus from the cache each batch; on cached tensors an epoch takes well under a second.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+DISTILL_LEARNING_RATE = 1e-3
+DOCUMENT_SAMPLE = 512  # documents per step for the document-document term
+DOCUMENT_WEIGHT = 1.0
+
+
+def embed(head: nn.Module, x: Tensor) -> Tensor:
+    """A head's normalised output for pre-head embeddings (what cosine similarity sees)."""
+    return F.normalize(head({"sentence_embedding": x})["sentence_embedding"], dim=-1)
+
+
+@dataclass
+class DistillResult:
+    losses: list[float] = field(default_factory=list)  # mean loss per epoch
+    states: list[dict] = field(default_factory=list)  # the heads' state after each epoch (epoch e at index e - 1)
+    seconds: float = 0.0
+
+
+def teacher_targets(teacher: Callable[[Tensor], Tensor], queries: Tensor, documents: Tensor, scale: float) -> Tensor:
+    """log-softmax over all documents of the teacher's cosine scores, one row per query."""
+    with torch.no_grad():
+        scores = F.normalize(teacher(queries), dim=-1) @ F.normalize(documents, dim=-1).T
+        return F.log_softmax(scale * scores, dim=-1)
+
+
+def distillation_loss(
+    query_head: nn.Module,
+    document_head: nn.Module,
+    queries: Tensor,
+    targets: Tensor,
+    documents: Tensor,
+    scale: float,
+    sample: Tensor | None = None,
+) -> Tensor:
+    """KL(teacher || student) over all documents, plus the document-document cosine MSE on ``sample`` (indices)."""
+    student_documents = embed(document_head, documents)
+    logits = scale * embed(query_head, queries) @ student_documents.T
+    loss = F.kl_div(F.log_softmax(logits, dim=-1), targets, log_target=True, reduction="batchmean")
+    if sample is not None and any(p.requires_grad for p in document_head.parameters()):
+        picked = student_documents[sample]
+        bare = F.normalize(documents[sample], dim=-1)
+        loss = loss + DOCUMENT_WEIGHT * F.mse_loss(picked @ picked.T, bare @ bare.T)
+    return loss
+
+
+def distill(
+    container: nn.Module,
+    query_head: nn.Module,
+    document_head: nn.Module,
+    teacher: Callable[[Tensor], Tensor],
+    queries: Tensor,
+    documents: Tensor,
+    epochs: int,
+    batch_size: int = 64,
+    scale: float = 20.0,
+    weight_decay: float = 0.0,
+    learning_rate: float = DISTILL_LEARNING_RATE,
+    seed: int = 0,
+) -> DistillResult:
+    """Train the heads (those with ``requires_grad``) for ``epochs``; ``container`` holds both (its state is saved
+    per epoch). Weight decay acts on each head's change from its start, so it pulls toward the PCA map."""
+    started = time.time()
+    generator = torch.Generator().manual_seed(seed)
+    targets = teacher_targets(teacher, queries, documents, scale)
+    parameters = [p for p in container.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+    result = DistillResult()
+    container.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(queries), generator=generator)
+        total, steps = 0.0, 0
+        for start in range(0, len(queries), batch_size):
+            batch = order[start : start + batch_size]
+            sample = torch.randint(0, len(documents), (min(DOCUMENT_SAMPLE, len(documents)),), generator=generator)
+            loss = distillation_loss(
+                query_head, document_head, queries[batch], targets[batch], documents, scale, sample
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total, steps = total + loss.item(), steps + 1
+        result.losses.append(total / max(steps, 1))
+        result.states.append({k: v.detach().clone() for k, v in container.state_dict().items()})
+        logger.info("distillation epoch %d: loss %.4f", epoch + 1, result.losses[-1])
+    container.eval()
+    result.seconds = time.time() - started
+    return result

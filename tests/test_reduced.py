@@ -1,0 +1,146 @@
+"""Reduced models (issue 13): --out-dim alone, the fixed document route, distillation, the by-document veto."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sentence_transformers import SentenceTransformer
+from torch import nn
+
+from modeling.cache.cached_input import prefix_model
+from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.data.training_data import load_training_data
+from modeling.model.layout import ModelLayout
+from modeling.model.projection_head import ProjectionHead
+from modeling.training.distill import distill
+from modeling.training.run import Prepared, choose, unseen_veto
+from modeling.training.settings import REDUCED_DEFAULT, TrainSettings, parse_settings
+from modeling.training.trial import TrialResult
+from tests.training_fixtures import pair_rows, run_train, state_hash, write_jsonl
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("reduced") / "pairs.jsonl", pair_rows(160))
+
+
+def test_out_dim_alone_trains_the_reduced_default(tmp_path, encoder_dir, pairs):
+    assert parse_settings(["--out-dim", "8"]).placement == REDUCED_DEFAULT
+    code = run_train(encoder_dir, pairs, tmp_path / "out", tmp_path / "cache", "--out-dim", "8", "--epochs", "2",
+                     "--learning-rate", "1e-3")  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert (summary["placement"], summary["out_features"]) == (REDUCED_DEFAULT, 8)
+    assert summary["full_width_dev"]["ndcg@10"] > 0  # the full-width teacher's dev score is recorded
+    model = SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True)
+    layout = ModelLayout.of(model)
+    assert layout.placement == "routes" and layout.document_head.out_features == 8
+    assert model.encode_query(["red shoe 1"]).shape == (1, 8) and model.encode_document(["a shoe"]).shape == (1, 8)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "bytes per document" in card and "32 bytes per document" in card
+
+
+def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, encoder_dir, pairs, capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse_settings(["--out-dim", "8", "--placement", "query"])
+    assert stop.value.code == 2 and "query-only head must keep the document dimension" in capsys.readouterr().err
+    code = run_train(encoder_dir, pairs, tmp_path / "o", tmp_path / "c", "--out-dim", "100000", "--epochs", "1")
+    assert code == 2 and "may keep or reduce the encoder's dimension, not raise it" in capsys.readouterr().err
+
+
+def test_fixed_documents_keep_the_pca_start_bit_for_bit(tmp_path, encoder_dir, pairs):
+    code = run_train(encoder_dir, pairs, tmp_path / "out", tmp_path / "cache", "--out-dim", "8",
+                     "--placement", "fixed-documents", "--epochs", "2", "--learning-rate", "3e-3", "--no-interpolate")  # fmt: skip
+    assert code == 0
+    layout = ModelLayout.of(SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True))
+    corpus = load_training_data(str(pairs)).corpus
+    cache = EmbeddingCache(prefix_model(SentenceTransformer(str(encoder_dir))), root=tmp_path / "cache")
+    start = ProjectionHead(layout.document_head.in_features, 8).fit_pca(cache.get(corpus[:20000]))
+    assert state_hash(layout.document_head) == state_hash(start)
+    assert layout.head.delta.abs().sum() > 0  # while the query route did move
+
+
+def test_distillation_loss_decreases():
+    torch.manual_seed(0)
+    documents, queries = torch.randn(300, 16), torch.randn(80, 16)
+    teacher_map = torch.eye(16) + 0.5 * torch.randn(16, 16)
+    heads = nn.ModuleDict({"query": ProjectionHead(16, 6), "document": ProjectionHead(16, 6)})
+    for head in heads.values():
+        head.fit_pca(documents)
+    result = distill(heads, heads["query"], heads["document"], lambda x: x @ teacher_map.T, queries, documents,
+                     epochs=8, batch_size=16, learning_rate=3e-3)  # fmt: skip
+    assert result.losses[-1] < 0.7 * result.losses[0]
+    assert len(result.states) == 8
+
+
+class Scored(nn.Module):
+    """A stand-in head with one weight ``w``: the start is 0, the trained state 1."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(()))
+        self.init, self.out_features, self.in_features = "pca", 4, 8
+
+
+class FakeEvaluator:
+    """nDCG@10 as a function of the head's ``w`` (``score(w)``), in the library evaluator's output format."""
+
+    name = "dev"
+
+    def __init__(self, head, score):
+        self.head, self.score = head, score
+
+    def __call__(self, model):
+        return {"dev_cosine_ndcg@10": self.score(float(self.head.w.detach()))}
+
+
+def test_veto_keeps_the_start_when_the_candidate_is_worse_on_by_document_dev():
+    head = Scored()
+    start = {"w": torch.tensor(0.0)}
+    trained = {"w": torch.tensor(1.0)}
+    overall = FakeEvaluator(head, lambda w: 0.60 + 0.2 * w)  # training helps on dev as a whole ...
+    by_document = FakeEvaluator(head, lambda w: 0.65 - 0.1 * w)  # ... and hurts the queries on new documents
+    prepared = Prepared(
+        model=None, encoder=None, head=head, cache=None, twin=None, dataset=None, evaluator=overall, guard_pairs=([], []),
+        start_state=start, base_dev={"ndcg@10": 0.62}, unseen_evaluator=by_document, base_dev_unseen=0.66,
+        start_dev={"ndcg@10": 0.60}, start_dev_unseen=0.65, init="pca", reduced=True,
+    )  # fmt: skip
+    result = TrialResult(learning_rate=1e-3, weight_decay=0.0, best_dev=0.80, best_epoch=3.0)
+    settings = TrainSettings(learning_rates=(1e-3,), weight_decays=(0.0,), out_features=4, placement="two-maps")
+    choice = choose(prepared, settings, [result], [trained])
+    assert choice.kept_identity and head.w.item() == 0.0  # every interpolation toward the trained head is vetoed
+    assert len(choice.vetoes) == 4
+
+    kind = FakeEvaluator(head, lambda w: 0.65 + 0.01 * w)  # the same trial, now better on new documents too
+    prepared.unseen_evaluator = kind
+    choice = choose(prepared, settings, [result], [trained])
+    assert not choice.kept_identity and head.w.item() == 1.0 and not choice.vetoes
+
+
+def test_unseen_veto_rule():
+    assert unseen_veto(0.60, bare=0.70, start=0.65, reduced=True)  # below both by more than the tolerance
+    assert not unseen_veto(0.697, bare=0.70, start=0.65, reduced=True)  # within 0.005 of the bare encoder
+    assert not unseen_veto(0.66, bare=0.70, start=0.65, reduced=True)  # better than the start it would fall back to
+    assert not unseen_veto(0.646, bare=0.70, start=0.65, reduced=True)  # within 0.005 of that start
+    assert unseen_veto(0.644, bare=0.70, start=0.65, reduced=True)
+    assert not unseen_veto(0.60, bare=0.70, start=0.70, reduced=False)  # full width: QUALITY's rule goes there
+
+
+def test_stock_format_of_a_routes_model_computes_the_same(tiny, tmp_path):
+    from modeling.model.build import build_model
+    from modeling.model.stock import export_stock
+
+    sample = torch.randn(50, tiny.get_embedding_dimension())
+    model = build_model(tiny, placement="routes", out_features=4, pca_embeddings=sample)
+    layout = ModelLayout.of(model)
+    with torch.no_grad():
+        layout.head.delta.normal_(0, 0.1)  # the two routes now differ
+    folder = export_stock(model, tmp_path / "stock")
+    stock = SentenceTransformer(str(folder))  # no trust_remote_code
+    texts = ["red shoe", "a wooden desk"]
+    for encode in ("encode_query", "encode_document"):
+        assert torch.allclose(
+            torch.as_tensor(getattr(stock, encode)(texts)), torch.as_tensor(getattr(model, encode)(texts)), atol=1e-5
+        )
