@@ -69,7 +69,7 @@ def test_blocks_give_the_same_pools():
 
 
 @pytest.mark.parametrize(
-    "settings", [dict(pool=0), dict(per_pair=0), dict(pool=2, per_pair=3), dict(margin=5.0)], ids=str
+    "settings", [{"pool": 0}, {"per_pair": 0}, {"pool": 2, "per_pair": 3}, {"margin": 5.0}], ids=str
 )
 def test_bad_settings_fail_clearly(settings):
     with pytest.raises(ValueError):

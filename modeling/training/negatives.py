@@ -195,7 +195,7 @@ class EpochNegatives:
             """Before each epoch's batches are drawn: point the dataset's transform at that epoch."""
 
             def on_epoch_begin(self, args, state, control, **kwargs):
-                owner.epoch = int(round(state.epoch or 0))
+                owner.epoch = round(state.epoch or 0)
                 return control
 
         return RedrawEachEpoch()
