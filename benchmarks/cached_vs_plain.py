@@ -28,8 +28,11 @@ from modeling.model.build import build_model, find_head, load_encoder  # noqa: E
 from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
 from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
 from modeling.data.ir_data import load_ir_data  # noqa: E402
-from modeling.data.training_data import TrainingData, as_pairs_dataset  # noqa: E402
-from modeling.training.trial import TrialConfig, dev_evaluator, head_state, run_trial  # noqa: E402
+from modeling.data.training_data import TrainingData  # noqa: E402
+from modeling.training.dataset import ranking_dataset  # noqa: E402
+from modeling.training.dev import dev_evaluator  # noqa: E402
+from modeling.training.settings import TrainSettings, Trial  # noqa: E402
+from modeling.training.trial import head_state, run_trial  # noqa: E402
 
 
 def subset(folder: str, train_queries: int, dev_queries: int, corpus_size: int, seed: int) -> TrainingData:
@@ -73,9 +76,10 @@ def run(mode: str, data: TrainingData, epochs: int, config: dict, workdir: Path)
             unpin_dropout(model)
     evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
     started = time.perf_counter()
+    settings = TrainSettings(epochs=epochs, batch_size=config["batch_size"], placement="query", show_progress=False)
     result = run_trial(
-        trained, head, as_pairs_dataset(data), evaluator, ([], []), TrialConfig(epochs=epochs, **config),
-        "query", workdir / f"{mode}-{epochs}", show_progress=False, use_guard=False,
+        trained, head, ranking_dataset(data), evaluator, ([], []), settings, Trial(config["learning_rate"], 0.0),
+        workdir / f"{mode}-{epochs}", use_guard=False,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "best_dev": result.best_dev, "history": result.dev_history, "state": head_state(head)}

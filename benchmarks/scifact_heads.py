@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sentence_transformers import SentenceTransformer  # noqa: E402
 from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator  # noqa: E402
 
-from model_card import card_hook  # noqa: E402
+from model_card import TrainingCard  # noqa: E402
 from modeling.model.build import load_encoder  # noqa: E402
 from modeling.cache.cached_input import cached_twin, prefix_model  # noqa: E402
 from modeling.cache.embedding_cache import EmbeddingCache  # noqa: E402
@@ -80,7 +80,7 @@ def main() -> None:
         options = {"epochs": args.epochs, **VARIANTS[name]}
         settings = TrainSettings(output_dir=Path(args.output) / name, show_progress=False, **options)
         started = time.time()
-        summary = train(data, settings, card_hook=card_hook)
+        summary = train(data, settings, model_card_data=TrainingCard.card_data(), fill_card=TrainingCard.fill)
         model = SentenceTransformer(str(settings.output_dir), trust_remote_code=True)
         rows[name] = {**score(model, test, groups), "dev": summary.trained_dev["ndcg@10"],
                       "lr": summary.chosen_learning_rate, "epoch": summary.chosen_epoch, "seconds": time.time() - started}  # fmt: skip

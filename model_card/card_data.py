@@ -100,6 +100,13 @@ class HeadModelCardData(SentenceTransformerModelCardData):
         """A head model is a retriever on both placements: always show encode_query/encode_document."""
         super().register_model(model)
         self.ir_model = True
+        if not self.head:  # card data given at construction: the head facts are known from here on
+            from model_card.prepare import head_facts
+
+            try:
+                self.head = head_facts(model)
+            except (ValueError, AttributeError):  # a model without a head (the bare encoder) has none to state
+                pass
 
     def get_default_model_name(self) -> str:
         encoder = (self.encoder_name or self.base_model or "a frozen encoder").rsplit("/", 1)[-1]
@@ -196,7 +203,7 @@ def _trial_cell(key: str, value: Any) -> str:
 
 
 def _trials_table(trials: list[dict[str, Any]] | None) -> str:
-    """One row per training trial (e.g. per learning rate tried), the columns that the trials report."""
+    """One row per trial of the (learning rate, weight decay) grid, the columns that the trials report."""
     if not trials:
         return ""
     columns = [key for key in TRIAL_COLUMNS if any(trial.get(key) not in (None, "") for trial in trials)]

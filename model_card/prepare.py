@@ -1,8 +1,8 @@
 """Put ``HeadModelCardData`` on a model and fill it with facts read from the model and the training run.
 
-Two calls, because the trainer's card callback writes into ``model.model_card_data`` while it runs:
-``install_card_data`` right after ``build_model`` (before the trainer is created), then ``prepare_card``
-just before saving. ``card_hook`` (model_card/hook.py) does both for train.py.
+Training gives ``HeadModelCardData`` to ``build_model(model_card_data=...)`` so the trainer's card callback fills
+it, then ``prepare_card`` just before saving (``model_card.TrainingCard`` does both for train.py);
+``install_card_data`` gives one to a model built without it.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-from model_card.card_data import TAGS, TEMPLATE_PATH, HeadModelCardData
+from model_card.card_data import HeadModelCardData
 from modeling.model.build import encoder_display_name, encoder_source, find_head
 from modeling.model.layout import ModelLayout
 
@@ -25,66 +24,34 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
 def install_card_data(model: SentenceTransformer, **fields: Any) -> HeadModelCardData:
-    """Make ``model.model_card_data`` a ``HeadModelCardData`` and register the model, as the library does.
+    """Give ``model`` a ``HeadModelCardData`` (for a model built without one; training passes it at construction).
 
     ``fields`` are ``HeadModelCardData`` init fields (``model_id``, ``language``, ``license``,
-    ``train_datasets``, ...). The card data object is upgraded in place when it is the library's
-    (so a ``cached_twin`` made earlier, which shares it, keeps feeding the same card), otherwise
-    replaced; either way what it already recorded (base model, logs, tags) is kept.
+    ``train_datasets``, ...). What the previous card data recorded (base model, logs, tags) is carried over.
     ``local_files_only`` defaults to True: the card never looks anything up on the Hub.
     """
     fields.setdefault("local_files_only", True)
     unknown = set(fields) - {spec.name for spec in dataclasses.fields(HeadModelCardData) if spec.init}
     if unknown:
         raise TypeError(f"install_card_data got unknown card fields: {sorted(unknown)}")
-    card = model.model_card_data
-    if isinstance(card, SentenceTransformerModelCardData):
-        if not isinstance(card, HeadModelCardData):
-            _upgrade(card)
-        for name, value in fields.items():
-            _set_field(card, name, value)
-    else:  # some other card data class: start from ours and carry what it recorded
-        previous, card = card, HeadModelCardData(**fields)
-        for spec in dataclasses.fields(previous):
-            if spec.name not in _NOT_CARRIED and spec.name not in fields and hasattr(card, spec.name):
-                value = getattr(previous, spec.name)
-                if spec.name == "tags":
-                    card.add_tags(list(value or []))
-                elif value not in (None, [], {}, ""):
-                    setattr(card, spec.name, value)
-        model.model_card_data = card
+    if fields.get("model_id") and str(fields["model_id"]).count("/") != 1:
+        raise ValueError(f"model_id must look like 'org/name', got {fields['model_id']!r}")
+    previous, card = model.model_card_data, HeadModelCardData(**fields)
+    for spec in dataclasses.fields(previous):
+        if spec.name not in _NOT_CARRIED and spec.name not in fields and hasattr(card, spec.name):
+            value = getattr(previous, spec.name)
+            if spec.name == "tags":
+                card.add_tags(list(value or []))
+            elif spec.name == "license" and value is None:
+                continue  # the library's default (none) must not erase ours
+            elif value not in (None, [], {}, ""):
+                setattr(card, spec.name, value)
+    model.model_card_data = card
     model._model_card_text = None  # never reuse a README read from disk: regenerate from this data
     card.register_model(model)
     _set_encoder(card, model, None)
     card.head = head_facts(model)
     return card
-
-
-def _upgrade(card: SentenceTransformerModelCardData) -> None:
-    """Turn the library's card data into ours without replacing the object (its new fields get their defaults)."""
-    card.__class__ = HeadModelCardData
-    for spec in dataclasses.fields(HeadModelCardData):
-        if spec.name not in card.__dict__:
-            factory = spec.default_factory
-            setattr(card, spec.name, factory() if factory is not dataclasses.MISSING else spec.default)
-    card.template_path = TEMPLATE_PATH
-    if card.license is None:
-        card.license = HeadModelCardData.license
-    card.add_tags(TAGS)
-
-
-def _set_field(card: HeadModelCardData, name: str, value: Any) -> None:
-    """Set an init field the way the dataclass's own init would normalise it."""
-    if name == "model_id" and value and str(value).count("/") != 1:
-        raise ValueError(f"model_id must look like 'org/name', got {value!r}")
-    if name == "language":
-        card.set_language(value)
-    elif name == "tags":
-        card.add_tags(value)
-    elif name in ("train_datasets", "eval_datasets"):
-        setattr(card, name, card.validate_datasets(list(value)))
-    else:
-        setattr(card, name, value)
 
 
 def prepare_card(

@@ -6,7 +6,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests.tiny_encoder import tiny_encoder  # noqa: E402
+from tests.tiny_encoder import tiny_encoder
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +24,11 @@ def tiny(_tiny_encoder_session):
 def cache_root(tmp_path):
     """An empty embedding-cache folder, so no test reads another's cache."""
     return tmp_path / "embedding-cache"
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+    """The tiny encoder saved once as a sentence-transformers folder, to pass to train.py as ``--encoder``."""
+    from tests.training_fixtures import save_tiny_encoder
+
+    return save_tiny_encoder(tmp_path_factory.mktemp("encoders") / "tiny")

@@ -1,4 +1,4 @@
-"""Small training inputs written by the tests themselves."""
+"""Small training inputs written by the tests themselves, and the helpers the training tests share."""
 
 from __future__ import annotations
 
@@ -51,3 +51,40 @@ def save_tiny_encoder(folder: Path) -> Path:
     model = tiny_encoder(folder.parent / f"{folder.name}-bert")
     model.save_pretrained(str(folder))
     return folder
+
+
+def run_train(encoder_dir, data, output, cache, *extra) -> int:
+    """train.py's main in this process, quiet, on the tiny encoder and a private cache."""
+    from modeling.cli import train
+
+    args = ["--encoder", str(encoder_dir), "--data", str(data), "--output-dir", str(output), "--cache-dir", str(cache)]
+    return train.main([*args, "--quiet", *extra])
+
+
+def state_hash(module) -> str:
+    """A digest of a module's weights, bit for bit."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode() + tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False

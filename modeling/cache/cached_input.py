@@ -14,8 +14,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import InputModule
 from torch import Tensor
 
-from modeling.model.layout import ModelLayout
 from modeling.cache.embedding_cache import EmbeddingCache
+from modeling.model.layout import ModelLayout
 
 
 class CachedEmbeddingInput(InputModule):

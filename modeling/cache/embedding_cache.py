@@ -1,48 +1,37 @@
 """Frozen-encoder embeddings on disk, computed at most once per (encoder, prompt, text).
 
 Nothing in sentence-transformers or datasets caches a frozen prefix's output across runs (the trainer
-re-runs the encoder every step and every evaluation), so this small store does: one folder per encoder
-fingerprint (a hash of its weights and module configs), append-only safetensors shards keyed by
-``sha256(prompt NUL text)``. A second run with other hyperparameters on the same data makes zero
-encoder calls.
+re-runs the encoder every step and every evaluation), so this store does: one folder per encoder
+fingerprint under ``<root>/v2/`` (the v1 safetensors folders beside it are left as they are: nothing reads
+or migrates them), append-only npy shards read row by row, never loaded whole (``shard_store``), filled
+chunk by chunk (``fill``).
+Under torchrun every rank encodes its share of the missing texts, then all read every shard.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import logging
 import os
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
+from modeling.cache.distributed import barrier, rank_and_world
+from modeling.cache.fill import fill, resolve_precision
+from modeling.cache.keys import FORMAT_VERSION, encoder_fingerprint, text_key, text_keys
+from modeling.cache.shard_store import ShardStore
+
+logger = logging.getLogger(__name__)
+
 PROJECT_HOME = Path(os.environ.get("FROZEN_HEAD_HOME", Path.home() / ".cache" / "frozen-head"))  # cache + demo data
 DEFAULT_CACHE_ROOT = Path(os.environ.get("FROZEN_HEAD_CACHE", PROJECT_HOME / "embeddings"))
+STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16}
 
-
-def encoder_fingerprint(prefix: SentenceTransformer) -> str:
-    """Identity of the modules that produce the pre-head embedding: their types, configs and weights."""
-    digest = hashlib.sha256()
-    for module in prefix:
-        config = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-        digest.update(f"{type(module).__name__}:{json.dumps(config, sort_keys=True, default=str)}".encode())
-    digest.update(f"max_seq_length={prefix.max_seq_length}".encode())
-    tokenizer = getattr(prefix, "tokenizer", None)
-    if tokenizer is not None:
-        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
-    for name, tensor in sorted(prefix.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:20]
-
-
-def text_key(text: str, prompt: str | None) -> bytes:
-    return hashlib.sha256(f"{prompt or ''}\x00{text}".encode()).digest()
+__all__ = ["DEFAULT_CACHE_ROOT", "PROJECT_HOME", "EmbeddingCache", "encoder_fingerprint", "text_key"]
 
 
 class EmbeddingCache:
@@ -50,89 +39,123 @@ class EmbeddingCache:
 
     Args:
         prefix: The frozen modules in front of the head, as a ``SentenceTransformer``.
-        root: Folder of all caches; each encoder gets a subfolder named by its fingerprint.
-        batch_size: Encoding batch size for texts not cached yet.
+        root: Folder of all caches; each encoder gets ``<root>/v2/<fingerprint>-<precision>-<storage>``.
+        batch_size: Encoding batch size for texts not cached yet (``None``: 64 on CPU, 512 on CUDA).
         show_progress_bar: Show a progress bar while encoding.
+        storage: ``float32`` or ``float16`` rows on disk (look-ups always return float32).
+        precision: ``auto`` (fp16 autocast on CUDA, fp32 on CPU), ``fp16`` or ``fp32``.
+        chunk_texts, chunk_seconds: a shard is written every this many texts or about this many seconds.
+        workers: chunks encoded at once (threads); ``None``: 4 on CUDA, 1 on CPU.
     """
 
     def __init__(
         self,
         prefix: SentenceTransformer,
         root: str | Path | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         show_progress_bar: bool = True,
+        storage: str = "float32",
+        precision: str = "auto",
+        chunk_texts: int = 2048,
+        chunk_seconds: float = 60.0,
+        workers: int | None = None,
     ) -> None:
+        if storage not in STORAGE_DTYPES:
+            raise ValueError(f"Unknown cache storage {storage!r}; choose one of {sorted(STORAGE_DTYPES)}.")
         self.prefix = prefix
+        on_cuda = prefix.device.type == "cuda"
+        self.precision = resolve_precision(precision, prefix.device)
+        self.storage = storage
         self.fingerprint = encoder_fingerprint(prefix)
-        self.directory = Path(root or DEFAULT_CACHE_ROOT) / self.fingerprint
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.batch_size = batch_size
+        self.directory = (
+            Path(root or DEFAULT_CACHE_ROOT) / FORMAT_VERSION / (f"{self.fingerprint}-{self.precision}-{storage}")
+        )
+        self.batch_size = batch_size or (512 if on_cuda else 64)
+        self.workers = workers or (4 if on_cuda else 1)
+        self.chunk_texts = chunk_texts
+        self.chunk_seconds = chunk_seconds
         self.show_progress_bar = show_progress_bar
         self.encoded_texts = 0  # texts this instance sent through the encoder: the figure tests count
-        self._rows: dict[bytes, tuple[int, int]] = {}
-        self._shards: list[Tensor] = []
-        self._loaded: set[str] = set()
-        self.refresh()
+        self.store = ShardStore(self.directory, dimension=prefix.get_embedding_dimension())
+        self.store.refresh()
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return len(self.store)
 
     def refresh(self) -> None:
-        """Read shards written since the last look (by this or another process)."""
-        for path in sorted(self.directory.glob("shard-*.safetensors")):
-            if path.name in self._loaded:
-                continue
-            tensors = load_file(str(path))
-            shard = len(self._shards)
-            self._shards.append(tensors["embeddings"])
-            for row, key in enumerate(tensors["keys"]):
-                self._rows.setdefault(bytes(key.tolist()), (shard, row))
-            self._loaded.add(path.name)
+        """Open shards written since the last look (by this or another process)."""
+        self.store.refresh()
 
     def missing(self, texts: Sequence[str], prompt: str | None = None) -> list[str]:
         """The distinct texts of ``texts`` not cached yet, in first-seen order."""
-        seen: dict[str, None] = {}
-        for text in texts:
-            if text not in seen and text_key(text, prompt) not in self._rows:
-                seen[text] = None
-        return list(seen)
+        distinct = list(dict.fromkeys(texts))
+        if not distinct:
+            return []
+        present = self.store.contains(text_keys(distinct, prompt))
+        return [text for text, here in zip(distinct, present) if not here]
 
     def ensure(self, texts: Sequence[str], prompt: str | None = None, description: str = "Encoding") -> int:
-        """Encode and store the texts that are not cached yet; returns how many were encoded."""
+        """Encode and store the texts not cached yet; returns how many this process encoded.
+
+        Under an initialised process group every rank must call this with the same texts: rank r encodes
+        every world-th missing text (by length, so the shares cost alike), writes its own shards, and after a
+        barrier every rank reads them all.
+        """
+        rank, world = rank_and_world()
+        if world > 1:
+            barrier()  # every rank sees the same shards before choosing the missing texts
+            self.refresh()
         todo = self.missing(texts, prompt)
         if not todo:
+            if world > 1:
+                barrier()
             return 0
-        if self.show_progress_bar:
-            print(f"{description}: {len(todo)} new texts with the frozen encoder (cache: {self.directory})", flush=True)
-        was_training = self.prefix.training
-        self.prefix.eval()
-        with torch.inference_mode():
-            embeddings = self.prefix.encode(
-                todo,
-                prompt=prompt or None,
-                batch_size=self.batch_size,
-                convert_to_tensor=True,
-                show_progress_bar=self.show_progress_bar,
-            )
-        self.prefix.train(was_training)
-        keys = torch.tensor([list(text_key(text, prompt)) for text in todo], dtype=torch.uint8)
-        self._write_shard(keys, embeddings.float().cpu())
-        self.encoded_texts += len(todo)
-        return len(todo)
+        if world > 1:
+            todo = sorted(todo, key=len, reverse=True)[rank::world]
+        if self.show_progress_bar and rank == 0:
+            logger.info("%s: %d new texts with the frozen encoder (cache: %s)", description, len(todo), self.directory)
+        encoded = self._encode(todo, prompt, description)
+        if world > 1:
+            barrier()
+            self.refresh()
+            left = self.missing(texts, prompt)  # only if a shard vanished meanwhile (moved aside as corrupt)
+            if left:
+                encoded += self._encode(left, prompt, description)
+        return encoded
 
-    def _write_shard(self, keys: Tensor, embeddings: Tensor) -> None:
-        name = f"shard-{uuid.uuid4().hex}.safetensors"
-        temporary = self.directory / f".{name}.tmp"
-        save_file({"keys": keys.contiguous(), "embeddings": embeddings.contiguous()}, str(temporary))
-        os.replace(temporary, self.directory / name)  # atomic: a crash never leaves half a shard
-        self.refresh()
+    def _encode(self, todo: list[str], prompt: str | None, description: str) -> int:
+        dtype = STORAGE_DTYPES[self.storage]
+
+        def write(chunk: list[str], rows: np.ndarray) -> None:
+            self.store.append(text_keys(chunk, prompt), rows.astype(dtype, copy=False))
+            self.encoded_texts += len(chunk)
+
+        done = fill(
+            self.prefix, todo, prompt, write,
+            batch_size=self.batch_size, precision=self.precision, chunk_texts=self.chunk_texts,
+            chunk_seconds=self.chunk_seconds, workers=self.workers,
+            show_progress_bar=self.show_progress_bar, description=description,
+        )  # fmt: skip
+        self.store.refresh()
+        return done
+
+    def locate(self, texts: Sequence[str], prompt: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(shard, row)`` of each text, encoding what is missing first: resolve once, gather by index later."""
+        keys = text_keys(texts, prompt)  # hashed once: this runs for every training batch
+        found, shards, rows = self.store.locate(keys)
+        if not found.all():
+            self.ensure(texts, prompt)
+            found, shards, rows = self.store.locate(keys)
+            if not found.all():
+                raise RuntimeError(f"{int((~found).sum())} texts are still missing from the cache {self.directory}")
+        return shards, rows
+
+    def gather(self, shards: np.ndarray, rows: np.ndarray) -> Tensor:
+        """Embeddings at ``(shard, row)`` positions from ``locate``, shape ``(len(rows), dim)``, float32."""
+        if len(rows) == 0:
+            return torch.empty(0, self.prefix.get_embedding_dimension())
+        return torch.from_numpy(self.store.gather(shards, rows))
 
     def get(self, texts: Sequence[str], prompt: str | None = None) -> Tensor:
         """Embeddings of ``texts`` (encoding what is missing first), shape ``(len(texts), dim)``."""
-        keys = [text_key(text, prompt) for text in texts]  # hashed once: this runs for every training batch
-        if any(key not in self._rows for key in keys):
-            self.ensure(texts, prompt)
-        rows = [self._rows[key] for key in keys]
-        if not rows:
-            return torch.empty(0, self.prefix.get_embedding_dimension())
-        return torch.stack([self._shards[shard][row] for shard, row in rows])
+        return self.gather(*self.locate(list(texts), prompt))

@@ -157,7 +157,35 @@ def is_beir_folder(source: str | Path) -> bool:
     return path.is_dir() and any((path / name).is_file() for name in BEIR_FILES)
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> DataError:
+    return DataError(
+        f"{path}: not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} at offset {error.start}); "
+        "re-save the file as UTF-8."
+    )
+
+
+def missing_local_path(source: str | Path | None) -> bool:
+    """True when ``source`` is written as a local path (not a Hub id) and nothing is there.
+
+    Local: starts with ``.``, ``/`` or ``~``, has more than one ``/``, or ends with a data file suffix; a Hub id is
+    ``name`` or ``org/name``. Such a source is reported as a missing file, not as a failed Hub look-up.
+    """
+    if source is None:
+        return False
+    text = str(source)
+    local = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    local = local or Path(text).suffix.lower() in {".csv", ".json", ".jsonl", ".parquet", ".tsv", ".txt"}
+    return local and not Path(text).expanduser().exists()
+
+
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        yield from _jsonl_rows(path)
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -173,6 +201,13 @@ def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _tsv_qrels(path: Path) -> Iterator[tuple[str, Any, Any, Any]]:
+    try:
+        yield from _tsv_rows(path)
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from None
+
+
+def _tsv_rows(path: Path) -> Iterator[tuple[str, Any, Any, Any]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
         header = next(reader, None)

@@ -7,8 +7,9 @@ Accepted sources:
   ``query, positive[, negative...]`` (pairs, optionally with negatives) or ``query, document, label``
   (labelled pairs, labels in [0, 1]).
 
-The dev split (for picking the learning rate and the epoch) is the BEIR dev qrels when present, else a
-seeded share of the training *queries*: a query and all its pairs land on one side, never both.
+The dev split (for choosing the grid point, the epoch and the interpolation) is the BEIR dev qrels when present,
+else a seeded share of the training queries, half held out by query and half by document (see ``_carve_dev``): a
+query and all its pairs land on one side, never both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
 
-from modeling.data.ir_data import DataError, available_splits, is_beir_folder, load_ir_data
+from modeling.data.ir_data import DataError, available_splits, is_beir_folder, load_ir_data, missing_local_path
 
 LOCAL_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet", ".tsv": "csv"}
 MIN_DEV_QUERIES = 5
@@ -85,6 +86,8 @@ class TrainingData:
 
 def load_training_data(source: str | Path, dev_fraction: float = 0.1, seed: int = 0) -> TrainingData:
     """Load and validate a training source; raises ``DataError`` with what to fix."""
+    if missing_local_path(source):
+        raise DataError(f"Training data {str(source)!r}: file not found (no such file or folder).")
     if is_beir_folder(source):
         return _from_beir(Path(source), dev_fraction, seed)
     return _from_table(_load_table(str(source)), Path(str(source)).name, dev_fraction, seed)
@@ -98,6 +101,10 @@ def _from_beir(folder: Path, dev_fraction: float, seed: int) -> TrainingData:
     positives = train.relevant
     pairs: dict[str, list[str]] = {}
     for qid, docs in positives.items():
+        if docs and not train.queries[qid].strip():
+            raise DataError(
+                f"{folder}/queries.jsonl: query {qid!r} (judged in qrels/train.tsv) has an empty text. Fix or drop it."
+            )
         if docs:
             pairs.setdefault(train.queries[qid], []).extend(train.corpus[doc] for doc in sorted(docs))
     if not pairs:
@@ -254,32 +261,3 @@ def _carve_dev(data: TrainingData, fraction: float, seed: int, doc_ids: dict[str
     }
     data.labelled = [row for row in data.labelled if row[0] in data.pairs]
     data.dev_corpus = {doc_ids[text]: text for text in data.corpus}
-
-
-def as_pairs_dataset(data: TrainingData) -> Dataset:
-    """(query, positive) rows, the input of the in-batch ranking loss."""
-    rows = [(query, doc) for query, docs in data.pairs.items() for doc in docs]
-    return Dataset.from_dict({"query": [r[0] for r in rows], "positive": [r[1] for r in rows]})
-
-
-def as_labelled_dataset(data: TrainingData, seed: int = 0) -> Dataset:
-    """(query, document, label) rows: the given labels, or positives plus as many random negatives.
-
-    Random negatives never include a known positive of the same query.
-    """
-    if data.labelled:
-        rows = data.labelled
-    else:
-        rng = random.Random(seed)
-        rows = []
-        for query, docs in data.pairs.items():
-            known = set(docs)
-            for doc in docs:
-                rows.append((query, doc, 1.0))
-                negative = rng.choice(data.corpus)
-                while negative in known and len(known) < len(data.corpus):
-                    negative = rng.choice(data.corpus)
-                rows.append((query, negative, 0.0))
-    return Dataset.from_dict(
-        {"query": [r[0] for r in rows], "document": [r[1] for r in rows], "label": [float(r[2]) for r in rows]}
-    )

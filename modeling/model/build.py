@@ -78,7 +78,12 @@ def make_head(
 
 
 def assemble(
-    prefix: list[Module], head: ProjectionHead, placement: str, normalize: bool, template: SentenceTransformer
+    prefix: list[Module],
+    head: ProjectionHead,
+    placement: str,
+    normalize: bool,
+    template: SentenceTransformer,
+    model_card_data: Any = None,
 ) -> SentenceTransformer:
     """A ``SentenceTransformer`` of ``prefix + head (+ Normalize)`` with the template's prompts and similarity."""
     if placement not in PLACEMENTS:
@@ -94,7 +99,7 @@ def assemble(
             f"The head expects {head.in_features}-dim embeddings but the encoder produces {dimension}-dim ones. "
             "A head only works on the encoder it was built for; build a new head for this encoder."
         )
-    return ModelLayout(prefix, head, placement, normalize).to_model(template)
+    return ModelLayout(prefix, head, placement, normalize).to_model(template, model_card_data=model_card_data)
 
 
 def build_model(
@@ -104,6 +109,7 @@ def build_model(
     out_features: int | None = None,
     pca_embeddings: torch.Tensor | None = None,
     head: ProjectionHead | None = None,
+    model_card_data: Any = None,
     **head_kwargs: Any,
 ) -> SentenceTransformer:
     """The full model: frozen encoder plus a new (or the given) head.
@@ -115,6 +121,8 @@ def build_model(
         out_features: Output width; smaller than the encoder's only with ``placement="symmetric"``.
         pca_embeddings: Sample embeddings to initialise a reduced head by PCA.
         head: An existing head to put on the encoder instead of a new one.
+        model_card_data: Card data for the model (e.g. ``model_card.HeadModelCardData``), given at construction as
+            the library accepts it, so the trainer's card callback fills that object.
     """
     source = encoder if not isinstance(encoder, SentenceTransformer) else encoder_source(encoder)
     if not isinstance(encoder, SentenceTransformer):
@@ -125,7 +133,7 @@ def build_model(
     dimension = encoder.get_embedding_dimension()
     if head is None:
         head = make_head(dimension, kind, out_features, pca_embeddings, **head_kwargs)
-    model = assemble(prefix, head, placement, normalize, encoder)
+    model = assemble(prefix, head, placement, normalize, encoder, model_card_data)
     model.model_card_data.base_model = encoder_display_name(source)
     return model
 

@@ -46,7 +46,7 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def like(template: SentenceTransformer, modules: list[Module]) -> SentenceTransformer:
+def like(template: SentenceTransformer, modules: list[Module], model_card_data=None) -> SentenceTransformer:
     """A model of ``modules`` with the template's device, prompts and similarity (the one place this is spelled out)."""
     return SentenceTransformer(
         modules=modules,
@@ -54,6 +54,7 @@ def like(template: SentenceTransformer, modules: list[Module]) -> SentenceTransf
         prompts=dict(template.prompts),
         default_prompt_name=template.default_prompt_name,
         similarity_fn_name=template.similarity_fn_name,
+        model_card_data=model_card_data,
     )
 
 
@@ -102,9 +103,11 @@ class ModelLayout:
         head = self.head_module
         return [*([head] if head is not None else []), *([Normalize()] if self.normalize else [])]
 
-    def to_model(self, template: SentenceTransformer, prefix: list[Module] | None = None) -> SentenceTransformer:
+    def to_model(
+        self, template: SentenceTransformer, prefix: list[Module] | None = None, model_card_data=None
+    ) -> SentenceTransformer:
         """``prefix + tail``; pass another ``prefix`` (e.g. a cache look-up) to swap the encoder out."""
-        return like(template, [*(self.prefix if prefix is None else prefix), *self.tail()])
+        return like(template, [*(self.prefix if prefix is None else prefix), *self.tail()], model_card_data)
 
     def bare(self, template: SentenceTransformer) -> SentenceTransformer:
         """The bare encoder under the head (its prefix, and Normalize when the model normalises)."""

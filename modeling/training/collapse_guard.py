@@ -52,7 +52,8 @@ class CollapseGuard(TrainerCallback):
         model: The model being trained (the cached twin is fine: probing then costs no encoder call).
         positives: (query, document) pairs that should score high.
         negatives: (query, document) pairs that should score low.
-        recipe: Facts of the run used for the advice: ``learning_rate``, ``loss``, ``init``.
+        recipe: Facts of the run used for the advice: ``learning_rate``, ``init``, and ``loss_advice`` (the
+            loss registry's word on how that loss collapses).
         every_steps: Probe interval in optimizer steps.
         patience: Consecutive failing probes (after the first) before stopping.
     """
@@ -109,11 +110,8 @@ class CollapseGuard(TrainerCallback):
         learning_rate = self.recipe.get("learning_rate")
         if learning_rate is not None and learning_rate < 1e-4:
             advice.append(f"Learning rate {learning_rate:g} is too low for a head; try 1e-3.")
-        if self.recipe.get("loss") in ("cosine-mse", "contrastive"):
-            advice.append(
-                "MSE on 0/1 labels with random negatives is minimised by a constant score: use the ranking loss "
-                "(--loss mnrl), which only asks positives to beat negatives."
-            )
+        if self.recipe.get("loss_advice"):
+            advice.append(self.recipe["loss_advice"])
         if self.recipe.get("init") == "default":
             advice.append("A randomly initialised head starts far from the encoder: use --init identity (the default).")
         if not advice:

@@ -1,65 +1,44 @@
-"""The whole training job: data -> frozen encoder + head -> cache -> learning-rate trials on dev -> saved model.
+"""The whole training job as named stages: prepare -> run_grid -> choose -> refit -> summarize -> save.
 
-Model selection never sees a test split: the learning rate and the epoch are chosen on dev nDCG@10, and
-the identity head (the bare encoder) is always a candidate, so the saved model is never worse than the
-encoder on dev.
+Model selection never sees a test split: the (learning rate, weight decay) grid point, the epoch and the
+interpolation are chosen on dev nDCG@10, and the identity head (the bare encoder) is always a candidate, so the
+saved model is never worse than the encoder on dev. Stages compute; only ``save`` writes the model folder.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
+from sentence_transformers import SentenceTransformer
 
-from modeling.model.build import build_model, encoder_display_name, find_head, load_encoder, save_model
 from modeling.cache.cached_input import cached_twin, prefix_model
 from modeling.cache.embedding_cache import EmbeddingCache
-from modeling.data.training_data import TrainingData, as_labelled_dataset, as_pairs_dataset
-from modeling.training.trial import (
-    LOSSES,
-    TrialConfig,
-    TrialResult,
-    dev_evaluator,
-    head_state,
-    probe_pairs,
-    run_trial,
-)
+from modeling.data.training_data import TrainingData
+from modeling.model.build import build_model, encoder_display_name, find_head, load_encoder, save_model
+from modeling.training.dataset import training_dataset
+from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
+from modeling.training.identity import check_and_record, run_identity
+from modeling.training.losses import LOSSES
+from modeling.training.output import check_output_dir, staging_dir, swap_in
+from modeling.training.settings import TrainSettings, Trial
+from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
 
-DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
-# Decay of the head's change D (not of W0): a pull toward the identity start, chosen on dev like the learning rate.
-DEFAULT_WEIGHT_DECAYS = (0.0, 1.0)
+logger = logging.getLogger(__name__)
+
 # Weight-space interpolation between the start (identity) and the trained head, picked on dev (WiSE-FT,
 # Wortsman et al. 2022): a cheap pull toward the encoder that protects queries unlike the training ones.
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
-
-
-@dataclass
-class TrainSettings:
-    output_dir: Path
-    encoder: str | None = None
-    kind: str = "linear"
-    placement: str = "query"
-    out_features: int | None = None
-    init: str | None = None
-    loss: str = "mnrl"
-    hard_negatives: int = 0
-    learning_rates: tuple[float, ...] = DEFAULT_LEARNING_RATES
-    epochs: int = 20
-    batch_size: int = 64
-    weight_decays: tuple[float, ...] = DEFAULT_WEIGHT_DECAYS
-    scale: float = 20.0
-    seed: int = 0
-    cache_dir: str | None = None
-    resume: bool = False
-    show_progress: bool = True
-    interpolate: bool = True
-    refit: bool = True
 
 
 @dataclass
@@ -70,7 +49,7 @@ class TrainSummary:
     num_train_queries: int
     num_dev_queries: int
     encoder: str
-    encoder_calls: int
+    encoder_calls: int  # texts the frozen encoder embedded in this run (the rest came from the cache)
     cached_texts: int
     base_dev: dict[str, float]
     trained_dev: dict[str, float]
@@ -83,97 +62,57 @@ class TrainSummary:
     interpolation: float = 1.0
     refit_on_dev: bool = False
     seconds: float = 0.0
+    loss: str = "mnrl"
+    given_negatives: bool = False
 
 
 class CollapseError(RuntimeError):
     """Every trial was stopped by the collapse guard; the message says why and what to change."""
 
 
-def _main_process_first():
-    """Rank 0 fills the cache while the other torchrun ranks wait, then they read it (no double encoding)."""
-    from accelerate import PartialState
+@dataclass
+class Prepared:
+    """Everything the trials share, built once: the model, its cached twin, the rows, the dev side."""
 
-    # cpu=True where there is no GPU: without it accelerate does not see a multi-process CPU (gloo) run at all.
-    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+    model: SentenceTransformer
+    encoder: SentenceTransformer
+    head: Any
+    cache: EmbeddingCache
+    twin: SentenceTransformer
+    dataset: Any
+    evaluator: Any
+    guard_pairs: tuple[list, list]
+    start_state: dict
+    base_dev: dict[str, float]
+
+
+@dataclass
+class Choice:
+    """What selection on dev kept: the grid trial, the interpolation toward it, or the identity."""
+
+    index: int
+    result: TrialResult
+    state: dict
+    interpolation: float
+    kept_identity: bool
+    trained_dev: dict[str, float] = field(default_factory=dict)
 
 
 def is_main_process() -> bool:
-    """Rank 0 under torchrun, or the only process: the one that prints and saves."""
+    """Rank 0 under torchrun, or the only process: the one that logs and saves."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def training_dataset(data: TrainingData, settings: TrainSettings, twin):
-    if settings.loss != "mnrl":
-        return as_labelled_dataset(data, seed=settings.seed)
-    pairs = as_pairs_dataset(data)
-    if settings.hard_negatives <= 0:
-        return pairs
-    from sentence_transformers.util import mine_hard_negatives
-
-    # Mined with the frozen base (the head is still the identity here), served from the cache: no encoder call.
-    # A query's other positives are never taken as its negatives: mine_hard_negatives excludes all positives of an
-    # anchor that appears in several rows, and every positive of a query is a row here.
-    return mine_hard_negatives(
-        pairs,
-        twin,
-        corpus=data.corpus,
-        num_negatives=settings.hard_negatives,
-        range_min=0,
-        relative_margin=0.05,
-        sampling_strategy="top",
-        output_format="n-tuple",
-        batch_size=512,
-        verbose=False,
-    )
-
-
-def dev_metrics(evaluator, twin) -> dict[str, float]:
-    scores = evaluator(twin)
-    prefix = f"{evaluator.name}_cosine_"
-    return {key[len(prefix) :]: float(value) for key, value in scores.items() if key.startswith(prefix)}
-
-
-def trial_config(
-    settings: TrainSettings, learning_rate: float, weight_decay: float, init: str, stop_after_epoch: int | None = None
-) -> TrialConfig:
-    return TrialConfig(
-        learning_rate=learning_rate,
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        weight_decay=weight_decay,
-        loss=settings.loss,
-        scale=settings.scale,
-        seed=settings.seed,
-        init=init,
-        stop_after_epoch=stop_after_epoch,
-    )
 
 
 def interpolate(start: dict, end: dict, t: float) -> dict:
     return {key: start[key] + t * (end[key] - start[key]) if end[key].is_floating_point() else end[key] for key in end}
 
 
-def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
-    """The largest interpolation weight whose dev nDCG@10 is within ``DEV_NOISE`` of the best."""
-    scores = {}
-    for t in INTERPOLATIONS:
-        head.load_state_dict(interpolate(start, end, t))
-        scores[t] = dev_metrics(evaluator, twin)["ndcg@10"]
-    top = max(scores.values())
-    best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
-    if is_main_process():
-        print(
-            "dev nDCG@10 by interpolation toward the trained head: "
-            + ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items())
-        )
-    return best, scores[best]
+def trials_dir(settings: TrainSettings) -> Path:
+    return Path(settings.output_dir) / "trials"
 
 
-def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainSummary:
-    """Run the job and save the model to ``settings.output_dir``; ``card_hook(model, summary)`` fills the card."""
-    if settings.loss not in LOSSES:
-        raise ValueError(f"Unknown loss {settings.loss!r}; choose one of {LOSSES}.")
-    started = time.time()
+def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -> Prepared:
+    """Encoder, head, cache (filled once), the training rows and the dev evaluator; the bare encoder's dev score."""
     torch.manual_seed(settings.seed)
     encoder = load_encoder(settings.encoder)
     head_kwargs = {"init": settings.init} if settings.init else {}
@@ -183,23 +122,20 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         placement=settings.placement,
         out_features=settings.out_features,
         seed=settings.seed,
+        model_card_data=model_card_data,
         **head_kwargs,
     )
+    # The card's widget examples would run the full model (encoder included) on training texts: skip them.
+    model.model_card_data.generate_widget_examples = False
     head = find_head(model)
     cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
     queries, documents = data.all_texts()
-    with _main_process_first():
-        cache.ensure(queries + documents, description="Embedding training and dev texts")
-    cache.refresh()
+    # Under torchrun every rank encodes its share of the missing texts, then reads all (modeling/cache/distributed.py).
+    cache.ensure(queries + documents, description="Embedding training and dev texts")
     if head.out_features < head.in_features and head.init != "default":
         head.fit_pca(cache.get(documents[:20000]))
     twin = cached_twin(model, cache)
-    if card_hook is not None:
-        card_hook(model, None)  # install the card data before the trainer's card callback reads it
-    # The card's widget examples would run the full model (encoder included) on training texts: skip them.
-    model.model_card_data.generate_widget_examples = False
-
-    dataset = training_dataset(data, settings, twin)
+    dataset = training_dataset(data, settings.loss, settings.hard_negatives, twin, seed=settings.seed)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if len(dataset) < settings.batch_size * world_size:
         raise ValueError(
@@ -208,101 +144,177 @@ def train(data: TrainingData, settings: TrainSettings, card_hook=None) -> TrainS
         )
     evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
     guard_pairs = probe_pairs(data.dev_queries, data.dev_corpus, data.dev_relevant, seed=settings.seed)
-    start_state = head_state(head)
     base_dev = dev_metrics(evaluator, cached_twin(encoder, cache))  # the bare encoder, from the same cache
+    return Prepared(model, encoder, head, cache, twin, dataset, evaluator, guard_pairs, head_state(head), base_dev)
 
-    results: list[TrialResult] = []
-    states: dict[int, dict] = {}
-    grid = [(lr, wd) for wd in settings.weight_decays for lr in settings.learning_rates]
-    for learning_rate, weight_decay in grid:
-        head.load_state_dict(start_state)
-        config = trial_config(settings, learning_rate, weight_decay, head.init)
-        trial_dir = Path(settings.output_dir) / "trials" / f"lr-{learning_rate:g}-wd-{weight_decay:g}"
+
+def run_grid(prepared: Prepared, settings: TrainSettings, grid: list[Trial]) -> tuple[list[TrialResult], list[dict]]:
+    """Train every grid point from the start state; returns each trial's result and its kept head weights."""
+    results, states = [], []
+    for trial in grid:
+        prepared.head.load_state_dict(prepared.start_state)
         result = run_trial(
-            twin,
-            head,
-            dataset,
-            evaluator,
-            guard_pairs,
-            config,
-            settings.placement,
-            trial_dir,
-            settings.resume,
-            settings.show_progress,
-        )
+            prepared.twin, prepared.head, prepared.dataset, prepared.evaluator, prepared.guard_pairs,
+            settings, trial, trials_dir(settings) / trial.name,
+        )  # fmt: skip
         results.append(result)
-        states[len(results) - 1] = head_state(head)
-        if is_main_process():
-            epoch = "-" if result.best_epoch is None else f"{result.best_epoch:.0f}"
-            print(
-                f"learning rate {learning_rate:g}, weight decay {weight_decay:g}: best dev nDCG@10 {result.best_dev:.4f} "
-                f"at epoch {epoch}; guard {result.guard}",
-                flush=True,
-            )
+        states.append(head_state(prepared.head))
+        epoch = "-" if result.best_epoch is None else f"{result.best_epoch:.0f}"
+        logger.info(
+            "learning rate %g, weight decay %g: best dev nDCG@10 %.4f at epoch %s; guard %s",
+            trial.learning_rate, trial.weight_decay, result.best_dev, epoch, result.guard,
+        )  # fmt: skip
+    return results, states
 
+
+def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
+    """The largest interpolation weight whose dev nDCG@10 is within ``DEV_NOISE`` of the best."""
+    scores = {}
+    for t in INTERPOLATIONS:
+        head.load_state_dict(interpolate(start, end, t))
+        scores[t] = dev_metrics(evaluator, twin)[SELECTION_METRIC]
+    top = max(scores.values())
+    best = max(t for t in INTERPOLATIONS if scores[t] >= top - DEV_NOISE)
+    logger.info(
+        "dev nDCG@10 by interpolation toward the trained head: %s",
+        ", ".join(f"{t:g}: {v:.4f}" for t, v in scores.items()),
+    )
+    return best, scores[best]
+
+
+def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict]) -> Choice:
+    """The best usable trial on dev, its interpolation, or the identity when nothing beats the bare encoder.
+
+    Leaves the chosen head in ``prepared.head`` and records its dev metrics (before any refit: an honest figure).
+    """
     usable = [i for i, r in enumerate(results) if not r.stopped and not math.isnan(r.best_dev)]
     if not usable:
         reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
-    best_index = max(usable, key=lambda i: results[i].best_dev)
-    best = results[best_index]
-    interpolation, best_dev = 1.0, best.best_dev
+    index = max(usable, key=lambda i: results[i].best_dev)
+    head, start = prepared.head, prepared.start_state
+    interpolation, best_dev = 1.0, results[index].best_dev
     if settings.interpolate and head.init == "identity":
-        interpolation, best_dev = choose_interpolation(head, start_state, states[best_index], evaluator, twin)
-    kept_identity = head.init == "identity" and best_dev <= base_dev["ndcg@10"]
-    head.load_state_dict(start_state if kept_identity else interpolate(start_state, states[best_index], interpolation))
-    trained_dev = dev_metrics(evaluator, twin)  # the selected model, before any refit: an honest dev figure
-    refit = settings.refit and data.dev_carved and not kept_identity and best.best_epoch is not None
-    if refit:
-        # The dev queries were carved from the training data: train once more on all of it with the chosen
-        # learning rate, for the chosen number of epochs of the same schedule, then apply the chosen interpolation.
-        head.load_state_dict(start_state)
-        config = trial_config(
-            settings, best.learning_rate, best.weight_decay, head.init, stop_after_epoch=math.ceil(best.best_epoch)
-        )
-        full = training_dataset(data.with_dev_merged(), settings, twin)
-        result = run_trial(
-            twin, head, full, evaluator, guard_pairs, config, settings.placement,
-            Path(settings.output_dir) / "trials" / "refit", settings.resume, settings.show_progress,
-        )  # fmt: skip
-        if result.stopped:
-            raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
-        head.load_state_dict(interpolate(start_state, head_state(head), interpolation))
-        if is_main_process():
-            print(
-                f"refit on train + dev for {config.stop_after_epoch} epochs at learning rate {best.learning_rate:g}, "
-                f"weight decay {best.weight_decay:g}"
-            )
+        interpolation, best_dev = choose_interpolation(head, start, states[index], prepared.evaluator, prepared.twin)
+    kept_identity = head.init == "identity" and best_dev <= prepared.base_dev[SELECTION_METRIC]
+    head.load_state_dict(start if kept_identity else interpolate(start, states[index], interpolation))
+    trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
+    return Choice(index, results[index], states[index], interpolation, kept_identity, trained_dev)
 
-    summary = TrainSummary(
+
+def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice) -> bool:
+    """When dev was carved from the training data: train once more on all of it with the chosen settings, for the
+    chosen number of epochs of the same schedule, then apply the chosen interpolation. Returns whether it ran."""
+    best = choice.result
+    if not (settings.refit and data.dev_carved and not choice.kept_identity and best.best_epoch is not None):
+        return False
+    head, start = prepared.head, prepared.start_state
+    head.load_state_dict(start)
+    trial = Trial(best.learning_rate, best.weight_decay, stop_after_epoch=math.ceil(best.best_epoch))
+    full = training_dataset(
+        data.with_dev_merged(), settings.loss, settings.hard_negatives, prepared.twin, settings.seed
+    )
+    result = run_trial(
+        prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
+        trials_dir(settings) / trial.name,
+    )  # fmt: skip
+    if result.stopped:
+        raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
+    head.load_state_dict(interpolate(start, head_state(head), choice.interpolation))
+    logger.info(
+        "refit on train + dev for %d epochs at learning rate %g, weight decay %g",
+        trial.stop_after_epoch, best.learning_rate, best.weight_decay,
+    )  # fmt: skip
+    return True
+
+
+def summarize(
+    data: TrainingData, settings: TrainSettings, prepared: Prepared, results: list[TrialResult], choice: Choice,
+    refitted: bool, started: float,
+) -> TrainSummary:  # fmt: skip
+    kept = choice.kept_identity
+    return TrainSummary(
         output_dir=str(settings.output_dir),
         data_name=data.name,
         num_pairs=data.num_pairs,
         num_train_queries=len(data.pairs),
         num_dev_queries=len(data.dev_queries),
         encoder=encoder_display_name(settings.encoder),
-        encoder_calls=cache.encoded_texts,
-        cached_texts=len(cache),
-        base_dev=base_dev,
-        trained_dev=trained_dev,
-        chosen_learning_rate=None if kept_identity else best.learning_rate,
-        chosen_epoch=None if kept_identity else best.best_epoch,
-        chosen_weight_decay=None if kept_identity else best.weight_decay,
+        encoder_calls=prepared.cache.encoded_texts,
+        cached_texts=len(prepared.cache),
+        base_dev=prepared.base_dev,
+        trained_dev=choice.trained_dev,
+        chosen_learning_rate=None if kept else choice.result.learning_rate,
+        chosen_epoch=None if kept else choice.result.best_epoch,
+        chosen_weight_decay=None if kept else choice.result.weight_decay,
         trials=[asdict(r) for r in results],
-        guard=best.guard,
-        kept_identity=kept_identity,
-        interpolation=0.0 if kept_identity else interpolation,
-        refit_on_dev=refit,
+        guard=choice.result.guard,
+        kept_identity=kept,
+        interpolation=0.0 if kept else choice.interpolation,
+        refit_on_dev=refitted,
         seconds=time.time() - started,
+        loss=settings.loss,
+        given_negatives=any(data.negatives.values()),
     )
-    if is_main_process():
-        if card_hook is not None:
-            card_hook(model, summary)
-        save_model(model, settings.output_dir)
-        (Path(settings.output_dir) / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
-        from modeling.evaluation.plots import plot_dev_curves
 
-        plots = Path(settings.output_dir) / "evaluation"
+
+def save(
+    model: SentenceTransformer,
+    summary: TrainSummary,
+    output_dir: Path,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """Write the model, its summary and plots into a staging folder, then swap it in for ``output_dir``.
+
+    ``extra(folder)`` writes further artifacts next to the model before the swap.
+    """
+    from modeling.evaluation.plots import plot_dev_curves
+
+    staging = staging_dir(output_dir)
+    try:
+        save_model(model, staging)
+        (staging / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
+        plots = staging / "evaluation"
         plots.mkdir(exist_ok=True)
-        plot_dev_curves(summary.trials, base_dev["ndcg@10"], plots / "training-dev-curves.png")
+        plot_dev_curves(summary.trials, summary.base_dev[SELECTION_METRIC], plots / "training-dev-curves.png")
+        if extra is not None:
+            extra(staging)
+        swap_in(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def train(
+    data: TrainingData,
+    settings: TrainSettings,
+    model_card_data=None,
+    fill_card: Callable[[SentenceTransformer, TrainSummary, TrialLog], None] | None = None,
+    save_extra: Callable[[Path], None] | None = None,
+) -> TrainSummary:
+    """Run the job and save the model to ``settings.output_dir``.
+
+    ``model_card_data`` is given to the model at construction (the trainer's card callback fills it);
+    ``fill_card(model, summary, chosen_trial_log)`` completes it just before saving; ``save_extra(folder)`` writes
+    further artifacts next to the model (inside the folder that is swapped in).
+    """
+    if settings.loss not in LOSSES:
+        raise ValueError(f"Unknown loss {settings.loss!r}; choose one of {tuple(LOSSES)}.")
+    started = time.time()
+    check_output_dir(settings.output_dir)
+    trials = trials_dir(settings)
+    identity = run_identity(data, settings)
+    if is_main_process() and not settings.resume:
+        shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
+    check_and_record(trials, identity, settings.resume, write=is_main_process())
+    prepared = prepare(data, settings, model_card_data)
+    results, states = run_grid(prepared, settings, settings.grid())
+    choice = choose(prepared, settings, results, states)
+    refitted = refit(prepared, settings, data, choice)
+    summary = summarize(data, settings, prepared, results, choice, refitted, started)
+    if is_main_process():
+        if fill_card is not None:
+            chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)
+            fill_card(prepared.model, summary, TrialLog.read(trials / chosen.name))
+        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra)
     return summary

@@ -1,14 +1,15 @@
-"""One training run of the head (one learning rate) with the library's SentenceTransformerTrainer.
+"""One trial of the grid, (learning rate, weight decay), trained with the library's SentenceTransformerTrainer.
 
 The model the trainer sees is the cached twin (``[CachedEmbeddingInput, head, Normalize]``): no encoder call
 inside the loop, checkpoints hold the head only, the dev evaluation each epoch reads the cache, and the
-trainer keeps the best epoch by dev nDCG@10 (``load_best_model_at_end``).
+trainer keeps the best epoch by dev nDCG@10 (``load_best_model_at_end``). Each trial's folder holds its result
+(``trial.json``), its head (``head.safetensors``) and its own log (``card_logs.json``, the rows the card shows).
 """
 
 from __future__ import annotations
 
 import json
-import random
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,40 +18,18 @@ import torch
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
-from sentence_transformers.sentence_transformer.losses import (
-    ContrastiveLoss,
-    CosineSimilarityLoss,
-    MultipleNegativesRankingLoss,
-)
 from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
-from sentence_transformers.sentence_transformer.training_args import (
-    BatchSamplers,
-    SentenceTransformerTrainingArguments,
-)
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from modeling.cache.indexed_rows import use_cached_rows, use_indexed_sampler
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
+from modeling.training.dev import DEV_METRIC
+from modeling.training.losses import LOSSES, make_loss
+from modeling.training.settings import TrainSettings, Trial
 
-LOSSES = ("mnrl", "cosine-mse", "contrastive")
-DEV_NAME = "dev"
-DEV_METRIC = f"eval_{DEV_NAME}_cosine_ndcg@10"
-
-
-@dataclass
-class TrialConfig:
-    learning_rate: float
-    epochs: int = 20
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.1
-    loss: str = "mnrl"
-    scale: float = 20.0
-    seed: int = 0
-    init: str = "identity"
-    stop_after_epoch: int | None = None  # refit: no dev selection, stop after this many epochs of the same schedule
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -64,10 +43,44 @@ class TrialResult:
     stopped: bool = False
     train_loss: float | None = None
     steps: int = 0
+    resumed_from_step: int = 0  # > 0 when an interrupted trial continued from a checkpoint
+
+
+@dataclass
+class TrialLog:
+    """What the card shows of one trial: the library's per-epoch rows and hyperparameters, for this trial only."""
+
+    rows: list[dict] = field(default_factory=list)
+    hyperparameters: dict = field(default_factory=dict)
+    non_default_hyperparameters: dict = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, folder: Path) -> TrialLog:
+        path = folder / "card_logs.json"
+        return cls(**json.loads(path.read_text())) if path.is_file() else cls()
+
+
+class TrialLogCallback(TrainerCallback):
+    """Moves the rows the library's card callback appends during this trial out of the shared card, into a
+    ``TrialLog``: the card holds no trial's logs until the chosen one is put there (``TrainingCard.fill``)."""
+
+    def __init__(self, model: SentenceTransformer) -> None:
+        self.card = model.model_card_data
+        self.log = TrialLog()
+        self._start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = len(self.card.training_logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.log.rows = [dict(row) for row in self.card.training_logs[self._start :]]
+        del self.card.training_logs[self._start :]
+        self.log.hyperparameters = dict(self.card.all_hyperparameters)
+        self.log.non_default_hyperparameters = dict(self.card.non_default_hyperparameters)
 
 
 class BarOnlyProgress(ProgressCallback):
-    """The trainer's progress bar without its dump of every log dict (the job prints a line per trial)."""
+    """The trainer's progress bar without its dump of every log dict (the job logs a line per trial)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         return control
@@ -86,55 +99,6 @@ class StopAfterEpoch(TrainerCallback):
         return control
 
 
-def make_loss(name: str, model: SentenceTransformer, scale: float = 20.0):
-    """The library's loss for a name: in-batch ranking, the user's cosine-MSE, or contrastive."""
-    if name == "mnrl":
-        return MultipleNegativesRankingLoss(model, scale=scale)
-    if name == "cosine-mse":
-        return CosineSimilarityLoss(model)
-    if name == "contrastive":
-        return ContrastiveLoss(model)
-    raise ValueError(f"Unknown loss {name!r}; choose one of {LOSSES}.")
-
-
-def dev_evaluator(queries: dict[str, str], corpus: dict[str, str], relevant: dict[str, set[str]]):
-    return InformationRetrievalEvaluator(
-        queries=queries,
-        corpus=corpus,
-        relevant_docs=relevant,
-        name=DEV_NAME,
-        batch_size=512,
-        show_progress_bar=False,
-        write_csv=False,
-        mrr_at_k=[10],
-        ndcg_at_k=[10],
-        accuracy_at_k=[1, 10],
-        precision_recall_at_k=[10, 100],
-        map_at_k=[100],
-    )
-
-
-def probe_pairs(
-    queries: dict[str, str], corpus: dict[str, str], relevant: dict[str, set[str]], size: int = 64, seed: int = 0
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Positive and random-negative (query, document) pairs from the dev split, for the collapse guard."""
-    rng = random.Random(seed)
-    ids = sorted(queries)
-    rng.shuffle(ids)
-    doc_ids = sorted(corpus)
-    positives, negatives = [], []
-    for qid in ids[:size]:
-        relevant_docs = sorted(relevant.get(qid, ()))
-        if not relevant_docs:
-            continue
-        positives.append((queries[qid], corpus[rng.choice(relevant_docs)]))
-        negative = rng.choice(doc_ids)
-        while negative in relevant[qid] and len(relevant[qid]) < len(doc_ids):
-            negative = rng.choice(doc_ids)
-        negatives.append((queries[qid], corpus[negative]))
-    return positives, negatives
-
-
 def router_mapping(dataset: Dataset, placement: str) -> dict[str, str]:
     """Column -> route: the first column is the query, every other text column a document."""
     if placement != "query":
@@ -144,10 +108,15 @@ def router_mapping(dataset: Dataset, placement: str) -> dict[str, str]:
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint that was fully written (a kill -9 can leave the newest one half-written)."""
+    """The newest checkpoint that was fully written (a kill -9 can leave the newest one half-written).
+
+    Complete means: the trainer state, the optimizer and scheduler, and the head's weights, which the library
+    saves in the head module's own subfolder (hence the recursive look).
+    """
     candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for candidate in candidates:
-        if (candidate / "trainer_state.json").is_file() and any(candidate.glob("*.safetensors")):
+        required = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+        if all((candidate / name).is_file() for name in required) and any(candidate.rglob("*.safetensors")):
             return str(candidate)
     return None
 
@@ -156,94 +125,80 @@ def head_state(head: ProjectionHead) -> dict[str, torch.Tensor]:
     return {key: value.detach().clone().contiguous() for key, value in head.state_dict().items()}
 
 
+def read_trial(head: ProjectionHead, directory: Path) -> TrialResult | None:
+    """A finished trial stored in ``directory`` (its head loaded into ``head``), or None."""
+    if not (directory / "trial.json").is_file():
+        return None
+    head.load_state_dict(load_file(str(directory / "head.safetensors")))
+    stored = json.loads((directory / "trial.json").read_text())
+    stored["dev_history"] = [tuple(item) for item in stored["dev_history"]]
+    return TrialResult(**stored)
+
+
 def run_trial(
     twin: SentenceTransformer,
     head: ProjectionHead,
     dataset: Dataset,
-    evaluator: InformationRetrievalEvaluator,
+    evaluator,
     guard_pairs: tuple[list, list],
-    config: TrialConfig,
-    placement: str,
+    settings: TrainSettings,
+    trial: Trial,
     directory: Path,
-    resume: bool = False,
-    show_progress: bool = True,
     use_guard: bool = True,
 ) -> TrialResult:
-    """Train the head from its current state with one learning rate; leaves the best epoch's weights in ``head``.
+    """Train the head from its current state for one trial; leaves the best epoch's weights in ``head``.
 
-    The finished trial is stored in ``directory`` (``trial.json`` + ``head.safetensors``); with ``resume`` a
-    finished trial is read back instead of trained again, and an interrupted one continues from its last checkpoint.
+    The finished trial is stored in ``directory``; with ``settings.resume`` a finished trial is read back instead
+    of trained again, and an interrupted one continues from its last complete checkpoint.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    if resume and (directory / "trial.json").is_file():
-        head.load_state_dict(load_file(str(directory / "head.safetensors")))
-        stored = json.loads((directory / "trial.json").read_text())
-        stored["dev_history"] = [tuple(item) for item in stored["dev_history"]]
-        return TrialResult(**stored)
+    if settings.resume and (stored := read_trial(head, directory)) is not None:
+        return stored
 
-    refit = config.stop_after_epoch is not None
-    loss = make_loss(config.loss, twin, config.scale)
+    refit = trial.stop_after_epoch is not None
     guard = (
         CollapseGuard(
             twin,
             *guard_pairs,
-            recipe={"learning_rate": config.learning_rate, "loss": config.loss, "init": config.init},
-            every_steps=max(1, len(dataset) // config.batch_size // 2),
+            recipe={
+                "learning_rate": trial.learning_rate,
+                "loss_advice": LOSSES[settings.loss].collapse_advice,
+                "init": head.init,
+            },
+            every_steps=max(1, len(dataset) // settings.batch_size // 2),
         )
         if use_guard
         else None
     )
-    args = SentenceTransformerTrainingArguments(
-        output_dir=str(directory / "checkpoints"),
-        num_train_epochs=config.epochs,
-        per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=512,
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio,
-        eval_strategy="no" if refit else "epoch",
-        save_strategy="epoch",
-        save_total_limit=2,
-        load_best_model_at_end=not refit,
-        metric_for_best_model=None if refit else DEV_METRIC,
-        greater_is_better=None if refit else True,
-        logging_strategy="epoch",
-        report_to="none",
-        seed=config.seed,
-        data_seed=config.seed,
-        batch_sampler=BatchSamplers.NO_DUPLICATES if config.loss == "mnrl" else BatchSamplers.BATCH_SAMPLER,
-        router_mapping=router_mapping(dataset, placement),
-        disable_tqdm=not show_progress,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=False,
-        use_cpu=not torch.cuda.is_available(),
-        # The loss runs the model twice per step (queries, then documents); DDP's unused-parameter search would
-        # see the head's parameters "ready twice". Every head parameter gets a gradient from the query pass.
-        ddp_find_unused_parameters=False,  # also what makes torchrun on CPU a real gloo multi-process run
-    )
+    args = settings.training_arguments(trial, directory / "checkpoints", router_mapping(dataset, settings.placement))
+    use_indexed_sampler(args)  # NoDuplicates by text id: the library's batches without reading dataset[i] per row
+    recorder = TrialLogCallback(twin)
+    callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])
     trainer = SentenceTransformerTrainer(
         model=twin,
         args=args,
         train_dataset=dataset,
-        loss=loss,
+        loss=make_loss(settings.loss, twin, settings.scale),
         evaluator=None if refit else evaluator,
-        callbacks=([guard] if use_guard else []) + ([StopAfterEpoch(config.stop_after_epoch)] if refit else []),
+        callbacks=callbacks,
     )
+    use_cached_rows(trainer, dataset)  # batches gathered by text id from the cache, not hashed per text
     for noisy in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(noisy)
-    if show_progress:
+    if settings.show_progress:
         trainer.add_callback(BarOnlyProgress())
-    checkpoint = last_complete_checkpoint(Path(args.output_dir)) if resume else None
+    checkpoint = last_complete_checkpoint(Path(args.output_dir)) if settings.resume else None
+    resumed_from = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+    if checkpoint:
+        logger.info("%s: continuing from %s", trial.name, checkpoint)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [(entry["epoch"], entry[DEV_METRIC]) for entry in trainer.state.log_history if DEV_METRIC in entry]
     verdict = guard.verdict if guard is not None else GuardVerdict()
     best = trainer.state.best_metric if trainer.state.best_metric is not None else float("nan")
-    best_epoch = next((epoch for epoch, score in history if score == best), None)
-    if refit:
-        best_epoch = trainer.state.epoch
+    best_epoch = trainer.state.epoch if refit else next((epoch for epoch, score in history if score == best), None)
     result = TrialResult(
-        learning_rate=config.learning_rate,
-        weight_decay=config.weight_decay,
+        learning_rate=trial.learning_rate,
+        weight_decay=trial.weight_decay,
         best_dev=float(best),
         best_epoch=best_epoch,
         dev_history=history,
@@ -251,9 +206,11 @@ def run_trial(
         stopped=not verdict.ok,
         train_loss=output.training_loss,
         steps=trainer.state.global_step,
+        resumed_from_step=resumed_from,
     )
     if trainer.is_world_process_zero():
         save_file(head_state(head), str(directory / "head.safetensors"))
+        (directory / "card_logs.json").write_text(json.dumps(asdict(recorder.log), indent=2, default=str))
         (directory / "trial.json").write_text(json.dumps(asdict(result), indent=2))
         shutil.rmtree(directory / "checkpoints", ignore_errors=True)  # finished: the resume points are not needed
     return result

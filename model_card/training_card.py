@@ -1,0 +1,79 @@
+"""The card of a training run: card data given to the model at construction, filled from the run just before saving.
+
+    card = TrainingCard.card_data()                  # -> build_model(..., model_card_data=card)
+    TrainingCard.fill(model, summary, chosen_log)    # the run's facts, the chosen trial's own logs
+
+The run keeps each trial's logs apart (``modeling.training.trial.TrialLog``, one per trial folder), so the card
+shows the chosen trial's rows and hyperparameters as they were recorded, not re-split or patched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from model_card.card_data import HeadModelCardData
+from model_card.prepare import prepare_card
+
+
+class TrainingCard:
+    @staticmethod
+    def card_data(**fields: Any) -> HeadModelCardData:
+        """Card data for ``build_model(model_card_data=...)``; never looks anything up on the Hub."""
+        fields.setdefault("local_files_only", True)
+        return HeadModelCardData(**fields)
+
+    @staticmethod
+    def fill(model: SentenceTransformer, summary: Any, chosen_log: Any = None) -> HeadModelCardData:
+        """Turn the run's ``TrainSummary`` (and the chosen trial's ``TrialLog``) into the card's training facts."""
+        card = model.model_card_data
+        info = training_info(summary)
+        if chosen_log is not None and getattr(chosen_log, "rows", None) and not info.get("kept_identity"):
+            card.training_logs = [dict(row) for row in chosen_log.rows]
+            card.all_hyperparameters = dict(chosen_log.hyperparameters)
+            card.non_default_hyperparameters = dict(chosen_log.non_default_hyperparameters)
+            epoch = summary.chosen_epoch  # the bold row: the epoch selection kept in that trial
+            card.best_model_step = next((row["Step"] for row in card.training_logs if row.get("Epoch") == epoch), None)
+            decay = summary.chosen_weight_decay
+            info["logs_note"] = (
+                f"The trial that was kept (learning rate {summary.chosen_learning_rate:g}"
+                + (f", weight decay {decay:g}" if decay is not None else "")
+                + "); the Trials table above compares all of them."
+            )
+        encoder = getattr(summary, "encoder", None)
+        return prepare_card(model, head_info={"encoder": encoder} if encoder else None, training_info=info)
+
+
+def training_info(summary: Any) -> dict[str, Any]:
+    """``prepare_card``'s ``training_info`` from a ``TrainSummary`` (attributes read leniently)."""
+    get = lambda name, default=None: getattr(summary, name, default)
+    trials = [dict(trial) for trial in get("trials", []) or []]
+    kept_identity = bool(get("kept_identity", False))
+    info = {
+        "dataset_name": get("data_name"),
+        "num_pairs": get("num_pairs"),
+        "num_queries": get("num_train_queries"),
+        "dev_queries": get("num_dev_queries"),
+        "learning_rates_tried": list(dict.fromkeys(trial.get("learning_rate") for trial in trials)) or None,
+        "weight_decays_tried": list(dict.fromkeys(trial["weight_decay"] for trial in trials if "weight_decay" in trial))
+        or None,
+        "learning_rate": get("chosen_learning_rate"),
+        "weight_decay": get("chosen_weight_decay"),
+        "best_epoch": get("chosen_epoch"),
+        "cached_texts": get("cached_texts"),
+        "encoder_calls": get("encoder_calls"),
+        "training_time": f"{get('seconds'):.0f} s" if isinstance(get("seconds"), (int, float)) else None,
+        "collapse_guard_verdict": get("guard") or None,
+        "dev_metrics": {"This model": get("trained_dev") or {}, "Base encoder": get("base_dev") or {}},
+        "trials": [
+            {**trial, "guard": ("stopped: " if trial.get("stopped") else "") + str(trial.get("guard", ""))}
+            for trial in trials
+        ],
+        "kept_identity": kept_identity,
+        "interpolation_toward_trained_head": get("interpolation"),
+        "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
+    }
+    if kept_identity:
+        info["outcome"] = "no trial beat the bare encoder on dev: the head was kept at its identity start"
+    return {key: value for key, value in info.items() if value not in (None, "", [], {})}

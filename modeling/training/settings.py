@@ -1,0 +1,270 @@
+"""Every setting of a training run, in one dataclass whose field metadata are the command-line flags.
+
+``build_parser()`` turns the fields into argparse arguments (flag, help, choices, type), ``from_args`` turns the
+parsed namespace back into ``TrainSettings``, and ``training_arguments`` turns settings plus one trial of the
+(learning rate, weight decay) grid into the library's ``SentenceTransformerTrainingArguments``. A new setting is
+one field here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import torch
+from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+from modeling.model.projection_head import INITS, KINDS
+from modeling.training.dev import DEV_METRIC
+from modeling.training.losses import LOSSES
+
+DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
+# Decay of the head's change D (not of W0): a pull toward the identity start, chosen on dev like the learning rate.
+DEFAULT_WEIGHT_DECAYS = (0.0, 1.0)
+WARMUP_RATIO = 0.1
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1), got {text!r}")
+    return value
+
+
+def flag(name: str, group: str, help: str, **argparse_kwargs):
+    """A settings field's default plus its command-line flag (``metadata`` carries what argparse needs)."""
+    default = argparse_kwargs.pop("default", None)
+    metadata = {"flag": name, "group": group, "help": help, **argparse_kwargs}
+    if isinstance(default, (list, tuple)):
+        return field(default=tuple(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainSettings:
+    # data
+    data: str | None = flag(
+        "--data", "data", "BEIR folder, datasets Hub id/folder, or CSV/JSONL/Parquet file (default: the demo catalogue)"
+    )
+    dev_fraction: float = flag(
+        "--dev-fraction",
+        "data",
+        "share of training queries held out for dev when the data has no dev split (default 0.1)",
+        default=0.1,
+        type=fraction,
+    )
+    # model
+    encoder: str | None = flag(
+        "--encoder", "model", "sentence-transformers encoder path or Hub id (default: all-MiniLM-L6-v2, offline)"
+    )
+    kind: str = flag("--kind", "model", "head kind (default linear)", default="linear", choices=KINDS)
+    placement: str = flag(
+        "--placement",
+        "model",
+        "query: head on queries only, corpus index stays valid (default); symmetric: both sides",
+        default="query",
+        choices=("query", "symmetric"),
+    )
+    out_features: int | None = flag(
+        "--out-dim",
+        "model",
+        "output dimension (smaller than the encoder's needs --placement symmetric)",
+        type=int,
+        metavar="OUT_DIM",
+    )
+    init: str | None = flag(
+        "--init", "model", "head initialisation (default: identity, or PCA for a reduced head)", choices=INITS
+    )
+    # training
+    loss: str = flag(
+        "--loss",
+        "training",
+        "; ".join(f"{name}: {spec.help}" for name, spec in LOSSES.items()),
+        default="mnrl",
+        choices=tuple(LOSSES),
+    )
+    hard_negatives: int = flag(
+        "--hard-negatives",
+        "training",
+        "hard negatives per pair mined with the frozen encoder, added to any negatives the data gives "
+        "(mnrl only; default 0)",
+        default=0,
+        type=int,
+    )
+    learning_rates: tuple[float, ...] = flag(
+        "--learning-rate",
+        "training",
+        "one or more learning rates; several are tried and the best on dev kept (default: 3e-4 1e-3 3e-3)",
+        default=DEFAULT_LEARNING_RATES,
+        type=positive_float,
+        nargs="+",
+        metavar="LEARNING_RATE",
+    )
+    epochs: int = flag(
+        "--epochs",
+        "training",
+        "epochs per trial of the grid; the best epoch on dev is kept (default 20)",
+        default=20,
+        type=int,
+    )
+    batch_size: int = flag("--batch-size", "training", "per-process batch size (default 64)", default=64, type=int)
+    weight_decays: tuple[float, ...] = flag(
+        "--weight-decay",
+        "training",
+        "one or more decays of the head's change, a pull back toward its identity start; several are tried and "
+        "the best on dev kept (default: 0 1)",
+        default=DEFAULT_WEIGHT_DECAYS,
+        type=non_negative_float,
+        nargs="+",
+        metavar="WEIGHT_DECAY",
+    )
+    scale: float = flag(
+        "--scale", "training", "mnrl similarity scale, 1/temperature (default 20)", default=20.0, type=positive_float
+    )
+    interpolate: bool = flag(
+        "--no-interpolate",
+        "training",
+        "keep the trained head as is instead of the dev-best interpolation between it and the identity "
+        "(0.25/0.5/0.75/1)",
+        default=True,
+        action="store_false",
+    )
+    refit: bool = flag(
+        "--no-refit",
+        "training",
+        "when the dev split was carved from the training data, do not retrain on all of it with the chosen settings",
+        default=True,
+        action="store_false",
+    )
+    seed: int = flag(
+        "--seed", "training", "seed of the dev carve, the head and the trainer (default 0)", default=0, type=int
+    )
+    # output
+    output_dir: Path | None = flag(  # noqa: RUF009  (a Path default is None)
+        "--output-dir", "output", "where the model goes (default: runs/<data>-<kind>-<placement>)", type=Path
+    )
+    cache_dir: str | None = flag(
+        "--cache-dir",
+        "output",
+        "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)",
+    )
+    resume: bool = flag(
+        "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
+        action="store_true",
+    )  # fmt: skip
+    push_to_hub: str | None = flag(
+        "--push-to-hub", "output", "push the trained model to this Hub repo", metavar="ORG/NAME"
+    )
+    private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
+    show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
+
+    def __post_init__(self) -> None:
+        self.learning_rates = tuple(self.learning_rates)
+        self.weight_decays = tuple(self.weight_decays)
+        if self.output_dir is not None:
+            self.output_dir = Path(self.output_dir)
+
+    def training_arguments(self, trial: Trial, directory: Path, placement_routes: dict[str, str]):
+        """The library's arguments for one trial; a refit (``trial.stop_after_epoch``) has no dev selection."""
+        refit = trial.stop_after_epoch is not None
+        return SentenceTransformerTrainingArguments(
+            output_dir=str(directory),
+            num_train_epochs=self.epochs,
+            per_device_train_batch_size=self.batch_size,
+            per_device_eval_batch_size=512,
+            learning_rate=trial.learning_rate,
+            weight_decay=trial.weight_decay,
+            warmup_steps=WARMUP_RATIO,
+            eval_strategy="no" if refit else "epoch",
+            save_strategy="epoch",
+            save_total_limit=2,
+            load_best_model_at_end=not refit,
+            metric_for_best_model=None if refit else DEV_METRIC,
+            greater_is_better=None if refit else True,
+            logging_strategy="epoch",
+            report_to="none",
+            seed=self.seed,
+            data_seed=self.seed,
+            batch_sampler=LOSSES[self.loss].batch_sampler,
+            router_mapping=placement_routes,
+            disable_tqdm=not self.show_progress,
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            use_cpu=not torch.cuda.is_available(),
+            # The loss runs the model twice per step (queries, then documents); DDP's unused-parameter search would
+            # see the head's parameters "ready twice". Every head parameter gets a gradient from the query pass.
+            ddp_find_unused_parameters=False,  # also what makes torchrun on CPU a real gloo multi-process run
+        )
+
+    def grid(self) -> list[Trial]:
+        """The trials to run: every (learning rate, weight decay) point, decays outermost."""
+        return [Trial(lr, wd) for wd in self.weight_decays for lr in self.learning_rates]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the grid; ``stop_after_epoch`` marks the final refit (no dev, a fixed number of epochs)."""
+
+    learning_rate: float
+    weight_decay: float
+    stop_after_epoch: int | None = None
+
+    @property
+    def name(self) -> str:
+        return "refit" if self.stop_after_epoch is not None else f"lr-{self.learning_rate:g}-wd-{self.weight_decay:g}"
+
+
+def build_parser(description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in fields(TrainSettings):
+        meta = dict(spec.metadata)
+        group = groups.get(meta["group"]) or groups.setdefault(meta["group"], parser.add_argument_group(meta["group"]))
+        flag_name = meta.pop("flag")
+        meta.pop("group")
+        default = spec.default
+        group.add_argument(
+            flag_name, dest=spec.name, default=list(default) if isinstance(default, tuple) else default, **meta
+        )
+    return parser
+
+
+def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
+    """Checks across flags (one flag's own range is its ``type``); ``parser.error`` exits with code 2."""
+    if settings.epochs < 1 or settings.batch_size < 2:
+        parser.error("--epochs must be >= 1 and --batch-size >= 2")
+    if settings.hard_negatives < 0:
+        parser.error("--hard-negatives must be >= 0")
+    if settings.hard_negatives and LOSSES[settings.loss].labelled:
+        parser.error(
+            f"--hard-negatives works with --loss {' or '.join(n for n, s in LOSSES.items() if not s.labelled)} only"
+        )
+    if settings.out_features is not None and settings.placement == "query":
+        parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
+    if settings.push_to_hub and "/" not in settings.push_to_hub:
+        parser.error("--push-to-hub takes ORG/NAME")
+    if settings.output_dir is not None and settings.output_dir.exists() and not settings.output_dir.is_dir():
+        parser.error(f"--output-dir {settings.output_dir} is a file, not a folder")
+
+
+def parse_settings(argv: list[str] | None = None, description: str | None = None) -> TrainSettings:
+    parser = build_parser(description)
+    settings = TrainSettings(**vars(parser.parse_args(argv)))
+    validate(settings, parser)
+    return settings
