@@ -30,7 +30,14 @@ sys.path.insert(0, str(ROOT))
 # Flags added to the default command; an empty list is the default itself. Phase-specific variants are added here.
 VARIANTS: dict[str, list[str]] = {
     "default": [],
-    "hardneg3-static": ["--hard-negatives", "3"],
+    "negatives-off": ["--hard-negatives", "0"],
+    "static-top3": ["--hard-negatives", "3", "--negatives-per-pair", "3", "--negative-margin", "none"],
+    "pool20-no-guard": ["--negative-margin", "none"],
+    "pool20-margin0": ["--negative-margin", "0"],
+    "pool20-margin0.05": ["--negative-margin", "0.05"],
+    "pool50-margin0": ["--hard-negatives", "50"],
+    "pool20-2-per-pair": ["--negatives-per-pair", "2"],
+    "pool20-gist0": ["--negative-guard", "gist", "--negative-margin", "0"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")
 

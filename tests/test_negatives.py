@@ -20,7 +20,6 @@ from modeling.cache.cached_input import cached_twin
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.model.build import build_model
 from modeling.training.negatives import (
-    NEGATIVE_COLUMN,
     EpochNegatives,
     HardNegatives,
     base_guide,
@@ -87,18 +86,18 @@ def pairs_and_pools(count=30, pool=6):
 def test_draws_come_from_the_pool_change_with_the_epoch_and_repeat_with_the_seed():
     pairs, pools, corpus = pairs_and_pools()
     negatives = EpochNegatives(pairs, pools, corpus, per_pair=2, seed=0)
-    assert negatives.dataset.column_names == ["query", "positive", f"{NEGATIVE_COLUMN}_1", f"{NEGATIVE_COLUMN}_2"]
+    assert negatives.dataset.column_names == ["query", "positive", "negative_1", "negative_2"]
     epochs = []
     for epoch in range(3):
         negatives.epoch = epoch
         rows = [negatives.dataset[i] for i in range(len(pairs))]
         for row in rows:
-            drawn = [row[f"{NEGATIVE_COLUMN}_1"], row[f"{NEGATIVE_COLUMN}_2"]]
+            drawn = [row["negative_1"], row["negative_2"]]
             assert len(set(drawn)) == 2 and set(drawn) <= set(pools[(row["query"], row["positive"])])
-        epochs.append([(r[f"{NEGATIVE_COLUMN}_1"], r[f"{NEGATIVE_COLUMN}_2"]) for r in rows])
+        epochs.append([(r["negative_1"], r["negative_2"]) for r in rows])
     assert epochs[0] != epochs[1] != epochs[2]
     negatives.epoch = 1
-    assert [negatives.dataset[i][f"{NEGATIVE_COLUMN}_1"] for i in range(len(pairs))] == [e[0] for e in epochs[1]]
+    assert [negatives.dataset[i]["negative_1"] for i in range(len(pairs))] == [e[0] for e in epochs[1]]
     again = EpochNegatives(pairs, pools, corpus, per_pair=2, seed=0)
     again.epoch = 2
     assert [tuple(again.draw(q, p)) for q, p in zip(pairs["query"], pairs["positive"])] == epochs[2]
@@ -162,7 +161,7 @@ def test_the_trainer_sees_fresh_negatives_each_epoch(tiny, tmp_path):
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path / "out"), num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
         save_strategy="no", report_to="none", use_cpu=True, batch_sampler=BatchSamplers.NO_DUPLICATES,
-        router_mapping={"query": "query", "positive": "document", NEGATIVE_COLUMN: "document"}, disable_tqdm=True,
+        router_mapping={"query": "query", "positive": "document", "negative_1": "document"}, disable_tqdm=True,
     )  # fmt: skip
     trainer = SentenceTransformerTrainer(
         model=twin, args=args, train_dataset=negatives.dataset, loss=MultipleNegativesRankingLoss(twin),
@@ -191,7 +190,7 @@ def test_pools_from_the_cache_exclude_every_positive(tiny, cache_root):
         assert len(pool) == 3 and not positives & set(pool)
     wrapped = epoch_negatives(Dataset.from_dict({"query": [q for q, _ in pairs], "positive": [p for _, p in pairs]}),
                               corpus, cache_embedder(cache), HardNegatives(pool=3), seed=1)  # fmt: skip
-    assert wrapped.dataset[0][NEGATIVE_COLUMN] in pools[pairs[0]]
+    assert wrapped.dataset[0]["negative_1"] in pools[pairs[0]]
 
 
 def test_gist_guard_masks_what_the_base_scores_above_the_positive(tiny):

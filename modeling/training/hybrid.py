@@ -122,9 +122,9 @@ def choose_hybrid(
     return HybridChoice(chosen, curve[chosen], source, best, error, curve, bm25.describe())
 
 
-def save_hybrid(choice: HybridChoice, folder: str | Path) -> Path:
+def save_hybrid(choice: HybridChoice | dict, folder: str | Path) -> Path:
     path = Path(folder) / HYBRID_FILE
-    path.write_text(json.dumps(choice.to_json(), indent=2) + "\n")
+    path.write_text(json.dumps(choice.to_json() if isinstance(choice, HybridChoice) else choice, indent=2) + "\n")
     return path
 
 

@@ -29,7 +29,7 @@ from transformers import TrainerCallback
 
 logger = logging.getLogger(__name__)
 
-NEGATIVE_COLUMN = "hard_negative"
+NEGATIVE_COLUMN = "negative"  # columns negative_<n>, numbered after any negatives the data gives
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,7 @@ class EpochNegatives:
         corpus: Sequence[str],
         per_pair: int = 1,
         seed: int = 0,
+        first_column: int = 1,
     ) -> None:
         self.pools = pools
         self.per_pair = per_pair
@@ -157,12 +158,13 @@ class EpochNegatives:
             self.positives.setdefault(query, set()).add(positive)
         if len(self.corpus) <= max(len(p) for p in self.positives.values()):
             raise ValueError("The corpus holds no document that is not a positive: no negative can be drawn.")
-        self.columns = [NEGATIVE_COLUMN] if per_pair == 1 else [f"{NEGATIVE_COLUMN}_{i + 1}" for i in range(per_pair)]
+        self.columns = [f"{NEGATIVE_COLUMN}_{first_column + i}" for i in range(per_pair)]
         drawn = [self.draw(q, p) for q, p in zip(pairs["query"], pairs["positive"])]
         dataset = pairs
         for number, column in enumerate(self.columns):
             dataset = dataset.add_column(column, [row[number] for row in drawn])
         dataset.set_transform(self._transform)
+        dataset.epoch_negatives = self  # found by ``epoch_callbacks`` when the trainer is built
         self.dataset = dataset
 
     def draw(self, query: str, positive: str) -> list[str]:
@@ -201,13 +203,19 @@ class EpochNegatives:
         return RedrawEachEpoch()
 
 
+def epoch_callbacks(dataset) -> list[TrainerCallback]:
+    """The callback that redraws ``dataset``'s hard negatives each epoch, if it has any."""
+    owner = getattr(dataset, "epoch_negatives", None)
+    return [owner.callback()] if owner is not None else []
+
+
 def epoch_negatives(
-    pairs: Dataset, corpus: Sequence[str], embed, settings: HardNegatives, seed: int = 0
+    pairs: Dataset, corpus: Sequence[str], embed, settings: HardNegatives, seed: int = 0, first_column: int = 1
 ) -> EpochNegatives:
     """Mine the pools with the frozen base and wrap ``pairs`` (columns query, positive) for per-epoch draws."""
     rows = list(zip(pairs["query"], pairs["positive"]))
     pools = base_pools(rows, corpus, embed, settings)
-    return EpochNegatives(pairs, pools, corpus, settings.per_pair, seed)
+    return EpochNegatives(pairs, pools, corpus, settings.per_pair, seed, first_column)
 
 
 def cache_embedder(cache, prompts: dict[str, str | None] | None = None):
@@ -240,13 +248,15 @@ def gist_loss(twin, guide, scale: float = 20.0, margin: float = 0.0):
     )  # fmt: skip
 
 
-def base_guide(twin, encoder):
+def base_guide(twin, encoder=None):
     """The frozen base as a model over the twin's cached input: ``[CachedEmbeddingInput, Normalize]``."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.modules.normalize import Normalize
 
     inputs = twin[0]
     if getattr(inputs, "tokenizer", None) is None:
+        if encoder is None:
+            raise ValueError("The first call of base_guide needs the encoder (its tokenizer marks the shared input).")
         inputs.tokenizer = encoder.tokenizer
         inputs.max_seq_length = encoder.max_seq_length
     return SentenceTransformer(modules=[inputs, Normalize()], device=str(twin.device))

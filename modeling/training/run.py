@@ -27,8 +27,10 @@ from modeling.data.training_data import TrainingData
 from modeling.model.build import build_model, encoder_display_name, find_head, load_encoder, save_model
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
+from modeling.training.hybrid import HybridChoice, choose_hybrid, save_hybrid
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
+from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
 from modeling.training.settings import TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
@@ -64,6 +66,8 @@ class TrainSummary:
     seconds: float = 0.0
     loss: str = "mnrl"
     given_negatives: bool = False
+    hard_negatives: str = ""  # how they were drawn, or empty when off
+    hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
 
 
 class CollapseError(RuntimeError):
@@ -135,7 +139,9 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     if head.out_features < head.in_features and head.init != "default":
         head.fit_pca(cache.get(documents[:20000]))
     twin = cached_twin(model, cache)
-    dataset = training_dataset(data, settings.loss, settings.hard_negatives, twin, seed=settings.seed)
+    if settings.negative_guard == "gist":
+        base_guide(twin, encoder)  # the GIST loss's guide: the frozen base over the twin's cached input
+    dataset = training_dataset(data, settings.loss, settings.negatives(), twin, seed=settings.seed)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if len(dataset) < settings.batch_size * world_size:
         raise ValueError(
@@ -202,6 +208,23 @@ def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResul
     return Choice(index, results[index], states[index], interpolation, kept_identity, trained_dev)
 
 
+def choose_fusion(prepared: Prepared, data: TrainingData) -> HybridChoice | None:
+    """The convex weight of this model + BM25 on the dev split, with the chosen head (before any refit, like the
+    other dev choices). None when dev has no judged query."""
+    origin = "carved from the training queries" if data.dev_carved else "the data's dev split"
+    source = f"dev split of training ({len(data.dev_queries)} queries, {origin})"
+    try:
+        choice = choose_hybrid(prepared.twin, data.dev_queries, data.dev_corpus, data.dev_relevant, source)
+    except ValueError as error:
+        logger.info("no hybrid weight chosen: %s", error)
+        return None
+    logger.info(
+        "hybrid with BM25: dense weight %g chosen on dev (nDCG@10 %.4f; best %g, one standard error %.4f)",
+        choice.dense_weight, choice.dev_ndcg, choice.best_weight, choice.standard_error,
+    )  # fmt: skip
+    return choice
+
+
 def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice) -> bool:
     """When dev was carved from the training data: train once more on all of it with the chosen settings, for the
     chosen number of epochs of the same schedule, then apply the chosen interpolation. Returns whether it ran."""
@@ -211,9 +234,7 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
     head, start = prepared.head, prepared.start_state
     head.load_state_dict(start)
     trial = Trial(best.learning_rate, best.weight_decay, stop_after_epoch=math.ceil(best.best_epoch))
-    full = training_dataset(
-        data.with_dev_merged(), settings.loss, settings.hard_negatives, prepared.twin, settings.seed
-    )
+    full = training_dataset(data.with_dev_merged(), settings.loss, settings.negatives(), prepared.twin, settings.seed)
     result = run_trial(
         prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
         trials_dir(settings) / trial.name,
@@ -230,7 +251,7 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
 
 def summarize(
     data: TrainingData, settings: TrainSettings, prepared: Prepared, results: list[TrialResult], choice: Choice,
-    refitted: bool, started: float,
+    refitted: bool, started: float, hybrid: HybridChoice | None = None,
 ) -> TrainSummary:  # fmt: skip
     kept = choice.kept_identity
     return TrainSummary(
@@ -255,6 +276,15 @@ def summarize(
         seconds=time.time() - started,
         loss=settings.loss,
         given_negatives=any(data.negatives.values()),
+        hard_negatives=""
+        if settings.negatives() is None
+        else settings.negatives().describe()
+        + (
+            f"; GISTEmbedLoss guide: the frozen base, margin {settings.negative_margin:g}"
+            if settings.negative_guard == "gist"
+            else ""
+        ),
+        hybrid={} if hybrid is None else hybrid.to_json(),
     )
 
 
@@ -277,6 +307,8 @@ def save(
         plots = staging / "evaluation"
         plots.mkdir(exist_ok=True)
         plot_dev_curves(summary.trials, summary.base_dev[SELECTION_METRIC], plots / "training-dev-curves.png")
+        if summary.hybrid:
+            save_hybrid(summary.hybrid, staging)
         if extra is not None:
             extra(staging)
         swap_in(staging, output_dir)
@@ -310,8 +342,9 @@ def train(
     prepared = prepare(data, settings, model_card_data)
     results, states = run_grid(prepared, settings, settings.grid())
     choice = choose(prepared, settings, results, states)
+    hybrid = choose_fusion(prepared, data)
     refitted = refit(prepared, settings, data, choice)
-    summary = summarize(data, settings, prepared, results, choice, refitted, started)
+    summary = summarize(data, settings, prepared, results, choice, refitted, started, hybrid)
     if is_main_process():
         if fill_card is not None:
             chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)

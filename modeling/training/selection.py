@@ -81,7 +81,7 @@ def pooled_choice(histories: dict[Hashable, Sequence[Sequence[tuple[float, float
     for key, curves in histories.items():
         if not curves or any(not curve for curve in curves):
             continue
-        by_epoch = [dict((round(epoch, 6), score) for epoch, score in curve) for curve in curves]
+        by_epoch = [{round(epoch, 6): score for epoch, score in curve} for curve in curves]
         common = sorted(set.intersection(*(set(scores) for scores in by_epoch)))
         for epoch in common:
             scores = tuple(scores[epoch] for scores in by_epoch)
