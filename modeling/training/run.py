@@ -14,7 +14,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
 from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
+from modeling.training.selection import PooledChoice, carve_seeds, pooled_choice, recarve, vetoed
 from modeling.training.settings import TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
 
@@ -68,6 +69,7 @@ class TrainSummary:
     given_negatives: bool = False
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
+    selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
 
 
 class CollapseError(RuntimeError):
@@ -100,6 +102,7 @@ class Choice:
     interpolation: float
     kept_identity: bool
     trained_dev: dict[str, float] = field(default_factory=dict)
+    selection: str = ""
 
 
 def is_main_process() -> bool:
@@ -173,6 +176,63 @@ def run_grid(prepared: Prepared, settings: TrainSettings, grid: list[Trial]) -> 
     return results, states
 
 
+def unseen_dev_scores(prepared: Prepared, data: TrainingData, state: dict) -> list[float]:
+    """Per-query dev nDCG@10 of the head in ``state`` on the by-document half of dev (documents training never saw)."""
+    from modeling.evaluation.metrics import MAIN_METRIC, per_query_metrics
+    from modeling.training.hybrid import dense_run
+
+    qids = sorted(data.dev_unseen)
+    prepared.head.load_state_dict(state)
+    run = dense_run(prepared.twin, {q: data.dev_queries[q] for q in qids}, data.dev_corpus)
+    scored = per_query_metrics({q: {doc: 1 for doc in data.dev_relevant[q]} for q in qids}, run)
+    return [scored[q][MAIN_METRIC] for q in qids]
+
+
+def unseen_vetoes(prepared: Prepared, data: TrainingData, states: list[dict], candidates: list[int]) -> set[int]:
+    """Trials below the bare encoder on the unseen-document half of dev beyond noise (1.64 standard errors of the
+    per-query difference): kept from being chosen for gains that are only memorised training documents."""
+    if not data.dev_unseen:
+        return set()
+    base = unseen_dev_scores(prepared, data, prepared.start_state)  # the identity head: the bare encoder
+    return {i for i in candidates if vetoed(unseen_dev_scores(prepared, data, states[i]), base)}
+
+
+def pool_carves(
+    prepared: Prepared, settings: TrainSettings, data: TrainingData, results: list[TrialResult]
+) -> PooledChoice | None:
+    """Run the grid on ``settings.selection_carves - 1`` more carves of the training queries and pick the (learning
+    rate, decay, epoch) with the best dev nDCG@10 averaged over all carves. None for a given dev split."""
+    if settings.selection_carves <= 1 or not data.dev_carved:
+        return None
+    histories = {(r.learning_rate, r.weight_decay): [r.dev_history] for r in results if not r.stopped}
+    for seed in carve_seeds(settings.seed, settings.selection_carves)[1:]:
+        carve = recarve(data, settings.dev_fraction, seed)
+        dataset = training_dataset(carve, settings.loss, settings.negatives(), prepared.twin, settings.seed)
+        evaluator = dev_evaluator(carve.dev_queries, carve.dev_corpus, carve.dev_relevant)
+        guard_pairs = probe_pairs(carve.dev_queries, carve.dev_corpus, carve.dev_relevant, seed=settings.seed)
+        for trial in settings.grid():
+            prepared.head.load_state_dict(prepared.start_state)
+            result = run_trial(
+                prepared.twin, prepared.head, dataset, evaluator, guard_pairs, settings, trial,
+                trials_dir(settings) / f"carve-{seed}" / trial.name,
+            )  # fmt: skip
+            key = (trial.learning_rate, trial.weight_decay)
+            if key in histories and not result.stopped:
+                histories[key].append(result.dev_history)
+            else:
+                histories.pop(key, None)
+    histories = {key: curves for key, curves in histories.items() if len(curves) == settings.selection_carves}
+    if not histories:
+        return None
+    pooled = pooled_choice(histories)
+    logger.info(
+        "dev nDCG@10 averaged over %d carves: learning rate %g, weight decay %g, epoch %g (mean %.4f; per carve %s)",
+        settings.selection_carves, *pooled.key, pooled.epoch, pooled.mean_dev,
+        ", ".join(f"{v:.4f}" for v in pooled.per_carve),
+    )  # fmt: skip
+    return pooled
+
+
 def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
     """The largest interpolation weight whose dev nDCG@10 is within ``DEV_NOISE`` of the best."""
     scores = {}
@@ -188,24 +248,52 @@ def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple
     return best, scores[best]
 
 
-def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict]) -> Choice:
+def choose(
+    prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict],
+    data: TrainingData | None = None, pooled: PooledChoice | None = None,
+) -> Choice:  # fmt: skip
     """The best usable trial on dev, its interpolation, or the identity when nothing beats the bare encoder.
 
-    Leaves the chosen head in ``prepared.head`` and records its dev metrics (before any refit: an honest figure).
+    With ``pooled`` (several carves) the trial and epoch are the pooled choice. Trials below the bare encoder on
+    the unseen-document half of dev beyond noise are vetoed. Leaves the chosen head in ``prepared.head`` and
+    records its dev metrics (before any refit: an honest figure).
     """
     usable = [i for i, r in enumerate(results) if not r.stopped and not math.isnan(r.best_dev)]
     if not usable:
         reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
-    index = max(usable, key=lambda i: results[i].best_dev)
+    notes = []
+    vetoes = unseen_vetoes(prepared, data, states, usable) if data is not None else set()
+    if vetoes:
+        names = ", ".join(f"lr {results[i].learning_rate:g} wd {results[i].weight_decay:g}" for i in sorted(vetoes))
+        notes.append(f"vetoed (below the bare encoder on unseen-document dev queries beyond 1.64 SE): {names}")
+        logger.info(notes[-1])
+    allowed = [i for i in usable if i not in vetoes]
     head, start = prepared.head, prepared.start_state
+    if not allowed:
+        head.load_state_dict(start)
+        return Choice(usable[0], results[usable[0]], start, 0.0, True, dev_metrics(prepared.evaluator, prepared.twin),
+                      "; ".join(notes))  # fmt: skip
+    index = max(allowed, key=lambda i: results[i].best_dev)
+    result = results[index]
+    if pooled is not None:
+        pooled_index = next(
+            (i for i in allowed if (results[i].learning_rate, results[i].weight_decay) == pooled.key), None
+        )
+        if pooled_index is not None:
+            index = pooled_index
+            result = replace(results[index], best_epoch=pooled.epoch)
+            notes.append(
+                f"setting and epoch chosen by dev nDCG@10 averaged over {len(pooled.per_carve)} carves "
+                f"({pooled.mean_dev:.4f}; per carve " + ", ".join(f"{v:.4f}" for v in pooled.per_carve) + ")"
+            )
     interpolation, best_dev = 1.0, results[index].best_dev
     if settings.interpolate and head.init == "identity":
         interpolation, best_dev = choose_interpolation(head, start, states[index], prepared.evaluator, prepared.twin)
     kept_identity = head.init == "identity" and best_dev <= prepared.base_dev[SELECTION_METRIC]
     head.load_state_dict(start if kept_identity else interpolate(start, states[index], interpolation))
     trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
-    return Choice(index, results[index], states[index], interpolation, kept_identity, trained_dev)
+    return Choice(index, result, states[index], interpolation, kept_identity, trained_dev, "; ".join(notes))
 
 
 def choose_fusion(prepared: Prepared, data: TrainingData) -> HybridChoice | None:
@@ -285,6 +373,7 @@ def summarize(
             else ""
         ),
         hybrid={} if hybrid is None else hybrid.to_json(),
+        selection=choice.selection,
     )
 
 
@@ -341,7 +430,8 @@ def train(
     check_and_record(trials, identity, settings.resume, write=is_main_process())
     prepared = prepare(data, settings, model_card_data)
     results, states = run_grid(prepared, settings, settings.grid())
-    choice = choose(prepared, settings, results, states)
+    pooled = pool_carves(prepared, settings, data, results)
+    choice = choose(prepared, settings, results, states, data, pooled)
     hybrid = choose_fusion(prepared, data)
     refitted = refit(prepared, settings, data, choice)
     summary = summarize(data, settings, prepared, results, choice, refitted, started, hybrid)

@@ -141,6 +141,14 @@ class TrainSettings:
         default="pool",
         choices=("pool", "gist"),
     )
+    selection_carves: int = flag(
+        "--selection-carves",
+        "training",
+        "when dev is carved from the training data: run the grid on this many carves and choose the setting and "
+        "epoch by dev nDCG@10 averaged over them (less selection noise, that many times the trials; default 1)",
+        default=1,
+        type=int,
+    )
     learning_rates: tuple[float, ...] = flag(
         "--learning-rate",
         "training",
@@ -295,6 +303,8 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error("--epochs must be >= 1 and --batch-size >= 2")
     if settings.hard_negatives < 0:
         parser.error("--hard-negatives must be >= 0")
+    if settings.selection_carves < 1:
+        parser.error("--selection-carves must be >= 1")
     if settings.negatives_per_pair < 1:
         parser.error("--negatives-per-pair must be >= 1")
     if settings.hard_negatives and settings.negatives_per_pair > settings.hard_negatives:
