@@ -105,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     refit = "; then retrained on train + dev with these settings" if summary.refit_on_dev else ""
     print(f"\nchosen on dev: {chosen}{refit}; collapse guard: {summary.guard}")
+    if summary.selection:
+        print(f"selection: {summary.selection}")
+    if summary.hybrid:
+        print(
+            f"hybrid with BM25: dense weight {summary.hybrid['dense_weight']:g} chosen on dev "
+            f"(nDCG@10 {summary.hybrid['dev_ndcg@10']:.4f}), saved as hybrid.json for evaluate.py"
+        )
     print(
         f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s"
     )
