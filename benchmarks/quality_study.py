@@ -38,6 +38,8 @@ VARIANTS: dict[str, list[str]] = {
     "pool50-margin0": ["--hard-negatives", "50"],
     "pool20-2-per-pair": ["--negatives-per-pair", "2"],
     "pool20-gist0": ["--negative-guard", "gist", "--negative-margin", "0"],
+    "carves3": ["--selection-carves", "3"],
+    "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")
 
