@@ -263,7 +263,7 @@ def choose(
         reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
     notes = []
-    vetoes = unseen_vetoes(prepared, data, states, usable) if data is not None else set()
+    vetoes = unseen_vetoes(prepared, data, states, usable) if data is not None and settings.unseen_veto else set()
     if vetoes:
         names = ", ".join(f"lr {results[i].learning_rate:g} wd {results[i].weight_decay:g}" for i in sorted(vetoes))
         notes.append(f"vetoed (below the bare encoder on unseen-document dev queries beyond 1.64 SE): {names}")

@@ -149,6 +149,14 @@ class TrainSettings:
         default=1,
         type=int,
     )
+    unseen_veto: bool = flag(
+        "--unseen-veto",
+        "training",
+        "never choose a trial that is below the bare encoder on the unseen-document half of dev by more than 1.64 "
+        "standard errors (off by default: on SciFact it vetoed most trials and picked a worse one)",
+        default=False,
+        action="store_true",
+    )
     learning_rates: tuple[float, ...] = flag(
         "--learning-rate",
         "training",
