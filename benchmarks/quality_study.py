@@ -32,7 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "default": [],
     "negatives-off": ["--hard-negatives", "0"],
     "static-top3": ["--hard-negatives", "3", "--negatives-per-pair", "3", "--negative-margin", "none"],
-    "pool20-no-guard": ["--negative-margin", "none"],
+    "pool20-no-guard": ["--negative-margin", "none"],  # the default since the study
     "pool20-margin0": ["--negative-margin", "0"],
     "pool20-margin0.05": ["--negative-margin", "0.05"],
     "pool50-margin0": ["--hard-negatives", "50"],

@@ -64,4 +64,5 @@ def test_negative_flags_parse():
     assert settings.negatives().margin is None
     assert parse_settings(["--hard-negatives", "0"]).negatives() is None
     assert parse_settings(["--loss", "cosine-mse"]).negatives() is None  # labelled losses take no mined negatives
-    assert parse_settings([]).negatives().margin == 0.0
+    assert parse_settings([]).negatives().margin is None
+    assert parse_settings(["--negative-margin", "0"]).negatives().margin == 0.0
