@@ -14,6 +14,8 @@ from typing import Any
 
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
+from modeling.integrations.snippets import STACK_END, STACK_START, section
+
 TEMPLATE_PATH = Path(__file__).with_name("template.md")
 # The library's stand-in for the repo id until the model is pushed; modeling.hub replaces it on upload.
 MODEL_ID_PLACEHOLDER = "sentence_transformers_model_id"
@@ -132,12 +134,21 @@ class HeadModelCardData(SentenceTransformerModelCardData):
             evaluation_end=EVALUATION_END,
             summary_start=SUMMARY_START,
             summary_end=SUMMARY_END,
+            stack_section="\n".join(
+                (
+                    STACK_START,
+                    section(self.model_id or MODEL_ID_PLACEHOLDER, self.head.get("format") != "stock", "##"),
+                    STACK_END,
+                )
+            ),
         )
         return data
 
     def generate_usage_snippet(self) -> str:
         """The library's snippet, loading with ``trust_remote_code=True`` (the head's code is in the repo)."""
         snippet = super().generate_usage_snippet()
+        if self.head.get("format") == "stock":  # stock modules only: the library's snippet is right as it is
+            return snippet
         patched, count = _CONSTRUCTOR.subn(r"SentenceTransformer(\1, trust_remote_code=True)", snippet)
         if count == 0:  # the library changed its snippet: say it plainly rather than ship a snippet that fails
             patched = snippet.replace(

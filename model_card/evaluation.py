@@ -7,7 +7,6 @@ running it again replaces the previous evaluation instead of appending a second 
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,20 +15,18 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard
 
 from model_card.card_data import EVALUATION_END, EVALUATION_START, SUMMARY_END, SUMMARY_START
+from modeling.evaluation import metric_names
+from modeling.evaluation.formatting import fmt as _fmt
+from modeling.evaluation.formatting import fmt_delta as _delta
+from modeling.evaluation.formatting import fmt_p, why_no_p
+from modeling.evaluation.formatting import number as _number
 
 SYSTEMS = {"trained": "This model", "base": "Base encoder", "bm25": "BM25", "hybrid": "Hybrid"}
 SHORT = {"base": "base", "bm25": "BM25", "hybrid": "hybrid"}
-METRICS = {
-    "ndcg@10": "nDCG@10",
-    "mrr@10": "MRR@10",
-    "recall@10": "Recall@10",
-    "recall@100": "Recall@100",
-    "map@100": "MAP@100",
-    "ndcg@100": "nDCG@100",
-    "recall@1000": "Recall@1000",
-}
+# model-index metric type (lower case, the Hub's convention) -> display name; the list itself is metric_names'.
+METRICS = {name.lower(): name for name in metric_names.METRICS}
 SLICES = {"all": "All", "seen": "Seen", "unseen": "Unseen"}
-MAIN_METRIC = "ndcg@10"
+MAIN_METRIC = metric_names.MAIN_METRIC.lower()
 ALPHA = 0.05
 FEW_QUERIES = 30  # a slice smaller than this is reported, with a warning that it cannot settle anything
 TASK_TYPE, TASK_NAME = "information-retrieval", "Information Retrieval"
@@ -75,16 +72,16 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
     dataset, split = results.get("dataset", "unknown dataset"), results.get("split", "test")
     trained_all = systems["trained"]["all"]
     metrics = [m for m in METRICS if _number(trained_all.get(m)) is not None]
-    p_metric = METRICS.get(results.get("p_value_metric", MAIN_METRIC), results.get("p_value_metric", MAIN_METRIC))
+    p_metric = metric_names.canonical(results.get("p_value_metric", MAIN_METRIC))
     test = results.get("p_value_test", "paired test over queries")
     n = trained_all.get("num_queries")
 
     lines = [
         "## Evaluation",
         "",
-        f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}): "
+        (f"Retrieval on **{dataset}** (`{split}` split{f', {n:,} queries' if isinstance(n, int) else ''}): "
         f"this model against {_join([_describe(name, results) for name in others]) or 'nothing else'}. "
-        "Δ = this model − the other system.",
+        "Δ = this model − the other system."),
         "",
     ]
     header = ["Metric", SYSTEMS["trained"]] + [col for name in others for col in (SYSTEMS[name], f"Δ vs {SHORT[name]}")]
@@ -124,7 +121,9 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
             row = [SLICES[slice_name], f"{count:,}" if isinstance(count, int) else "", f"**{_fmt(mine)}**"]
             for name in others:
                 theirs = _number((systems[name].get(slice_name) or {}).get(MAIN_METRIC))
-                row += [_fmt(theirs), _delta(mine, theirs)] + ([_p(p_values, name, slice_name)] if p_values else [])
+                row += [_fmt(theirs), _delta(mine, theirs)] + (
+                    [_p(p_values, name, slice_name, count)] if p_values else []
+                )
             lines.append(_row(row))
         if empty:
             lines += ["", f"No query falls in the {_join(empty)} slice."]
@@ -138,6 +137,38 @@ def render_section(results: dict[str, Any], plot_paths: Iterable[str] = ()) -> s
         for path in plot_paths:
             lines += [f"![{Path(path).stem.replace('_', ' ').replace('-', ' ')}]({path})", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def from_results(results: dict[str, Any]) -> dict[str, Any]:
+    """evaluate's results (``modeling.evaluation.results_schema``) in the shape ``render_section`` reads."""
+    counts = results["slices"]
+    card_name = {"bare_encoder": "base"}  # the card's column key for the bare encoder
+    systems = {
+        card_name.get(name, name): {
+            slice_name: {**values, "num_queries": counts[slice_name]} for slice_name, values in slices.items()
+        }
+        for name, slices in results["systems"].items()
+    }
+    significance = results["settings"]["significance"]
+    return {
+        "dataset": results["dataset"]["name"],
+        "split": results["dataset"]["split"],
+        "systems": systems,
+        "p_values": {card_name.get(name, name): p for name, p in results["p_values"]["vs"].items()},
+        "p_value_test": f"{significance['test']}, {significance['resamples']} resamples",
+        "p_value_metric": significance["metric"],
+        "hybrid_description": hybrid_description(results["settings"]["fusion"]),
+    }
+
+
+def hybrid_description(fusion: dict[str, Any]) -> str:
+    """One phrase for how the hybrid was fused and where its weight came from."""
+    if fusion.get("method") == "rrf":
+        return f"reciprocal rank fusion (k={fusion.get('k')}) of this model and BM25 ({fusion.get('why', '')})"
+    return (
+        f"convex fusion of min-max normalised scores, weight {fusion.get('dense_weight')} on this model "
+        f"({fusion.get('weight_from') or 'given on the command line'})"
+    )
 
 
 def replace_section(text: str, section: str) -> str:
@@ -305,16 +336,15 @@ def _slices(system: Any) -> dict[str, dict]:
     if not isinstance(system, dict):
         return {}
     if any(isinstance(value, dict) for value in system.values()):
-        return {key: value for key, value in system.items() if isinstance(value, dict)}
-    return {"all": system}
+        return {key: _metric_keys(value) for key, value in system.items() if isinstance(value, dict)}
+    return {"all": _metric_keys(system)}
 
 
-def _number(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+def _metric_keys(values: dict) -> dict:
+    """Metric keys in any spelling (``nDCG@10`` from evaluate's JSON, ``ndcg@10``) as the card's model-index types."""
+    return {
+        metric_names.canonical(key).lower() if key != "num_queries" else key: value for key, value in values.items()
+    }
 
 
 def _diff(mine: dict | None, theirs: dict | None) -> float | None:
@@ -322,19 +352,10 @@ def _diff(mine: dict | None, theirs: dict | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _delta(mine: float | None, theirs: float | None) -> str:
-    return "–" if mine is None or theirs is None else f"{mine - theirs:+.4f}"
-
-
-def _p(p_values: dict, system: str, slice_name: str) -> str:
-    value = _number((p_values.get(system) or {}).get(slice_name))
-    if value is None:
-        return ""
-    return "< 0.0001" if value < 1e-4 else f"{value:.4f}"
+def _p(p_values: dict, system: str, slice_name: str, num_queries: int | None = None) -> str:
+    return fmt_p(
+        (p_values.get(system) or {}).get(slice_name), why_missing=why_no_p(num_queries) if num_queries in (0, 1) else ""
+    )
 
 
 def _p_phrase(p_values: dict, system: str, slice_name: str) -> str:

@@ -174,7 +174,7 @@ def limitations(card: HeadModelCardData, model: SentenceTransformer) -> list[str
         "on another encoder raises an error."
     )
     items.append(
-        "Loading runs code from this repository (`projection_head.py`, which imports only the standard library, "
+        "Loading runs code from this repository (`frozen_head/projection_head.py`, which imports only the standard library, "
         "torch and sentence-transformers), hence `trust_remote_code=True`. Read the file before you trust it."
     )
     items.append(

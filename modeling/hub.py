@@ -2,12 +2,14 @@
 
 Why not ``SentenceTransformer.push_to_hub(local_model_path=...)``: it uploads the folder verbatim, so a
 training output folder would ship its checkpoints, caches and logs. Here the folder is checked first
-(it must load anywhere with ``trust_remote_code=True``), the model's files are picked by an allow-list
+(it must load anywhere: with ``trust_remote_code=True``, or with nothing for the stock format of
+``modeling.model.stock``; no module path may lead outside it), the model's files are picked by an allow-list
 and staged in a temporary folder (the card gets the repo id there), and only then does
 ``huggingface_hub`` create the repo and upload. The local folder is never modified.
 
 What is uploaded: the root files of a sentence-transformers model (``modules.json``, configs,
-tokenizer files, ``*.safetensors``, ``projection_head.py``, ``README.md``, ``LICENSE``), the module
+tokenizer files, ``*.safetensors``, ``README.md``, ``LICENSE``), the code files the module types name
+(``frozen_head/projection_head.py``; ``projection_head.py`` in models of earlier versions), the module
 subfolders named in ``modules.json`` (configs and weights only), and the card's plots
 (``evaluation/*.png``, ``*.svg``). Not uploaded: checkpoints, caches, logs, and the per-query JSON dumps
 under ``evaluation/`` (the card and its ``model-index`` carry the numbers; the dumps are large and can
@@ -34,6 +36,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from modeling.model.code_files import code_files
+
 logger = logging.getLogger(__name__)
 
 ROOT_FILES = (
@@ -54,13 +58,11 @@ ROOT_FILES = (
     "*.model",
     "*.safetensors",
     "model.safetensors.index.json",
-    "projection_head.py",
     "README.md",
     "LICENSE*",
 )
 MODULE_FILES = ("*.json", "*.safetensors", "*.txt", "*.model")
 PLOT_FILES = ("evaluation/*.png", "evaluation/*.svg")
-HEAD_SOURCE = "projection_head.py"
 # The library's stand-in for the repo id in a card written before the repo id was known.
 MODEL_ID_PLACEHOLDER = "sentence_transformers_model_id"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -151,16 +153,15 @@ def model_files(folder: Path) -> list[str]:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder: pass the folder a model was saved to (train.py's output folder).")
     problems = []
-    for name in ("modules.json", "config_sentence_transformers.json", HEAD_SOURCE, "README.md"):
-        if not (folder / name).is_file():
-            problems.append(f"{name} is missing at the top of the folder")
-    module_dirs = []
+    module_dirs, sources = [], []
     if (folder / "modules.json").is_file():
         try:
             modules = json.loads((folder / "modules.json").read_text())
             module_dirs = [entry["path"] for entry in modules if entry.get("path")]
+            sources = code_files(folder)
         except (ValueError, KeyError, TypeError) as error:
             problems.append(f"modules.json is not a sentence-transformers module list ({error})")
+        _refuse_paths_outside(folder, module_dirs)
         problems += [
             f"module folder {path}/ named in modules.json is missing"
             for path in module_dirs
@@ -168,6 +169,17 @@ def model_files(folder: Path) -> list[str]:
         ]
     types = "".join(
         path.read_text() for path in folder.rglob("*.json") if path.name in ("modules.json", "router_config.json")
+    )
+    # A stock-format model (only sentence_transformers.* modules, see modeling.model.stock) names no code file.
+    required = ("modules.json", "config_sentence_transformers.json", "README.md")
+    problems = (
+        [f"{name} is missing at the top of the folder" for name in required if not (folder / name).is_file()]
+        + [
+            f"{name} (the code of a module named in the model's config) is missing"
+            for name in sources
+            if not (folder / name).is_file()
+        ]
+        + problems
     )
     if "transformers_modules." in types:
         problems.append(
@@ -186,6 +198,7 @@ def model_files(folder: Path) -> list[str]:
             + "\nSave the model with modeling.save_model (train.py does) and push again."
         )
     files = {path.name for path in folder.iterdir() if path.is_file() and _matches(path.name, ROOT_FILES)}
+    files.update(sources)
     for directory in module_dirs:
         for path in (folder / directory).rglob("*"):
             if path.is_file() and _matches(path.name, MODULE_FILES):
@@ -195,7 +208,25 @@ def model_files(folder: Path) -> list[str]:
         for p in folder.glob("evaluation/*")
         if _matches(p.relative_to(folder).as_posix(), PLOT_FILES)
     )
+    _refuse_paths_outside(folder, sorted(files))
     return sorted(files)
+
+
+def _refuse_paths_outside(folder: Path, paths: list[str]) -> None:
+    """ValueError if a path (from modules.json, or a file to upload) leaves ``folder``: ``..``, absolute, or a symlink."""
+    root = folder.resolve()
+    for path in paths:
+        parts = Path(path).parts
+        escapes = Path(path).is_absolute() or ".." in parts
+        if not escapes:
+            target = (folder / path).resolve()
+            escapes = target != root and root not in target.parents
+        if escapes:
+            raise ValueError(
+                f"{folder} is not a model folder that can be pushed: {path!r} (named in modules.json or found in a "
+                "module folder) leads outside the folder. Only files inside the model folder are uploaded; "
+                "fix modules.json or replace the link with the file itself."
+            )
 
 
 def stage(folder: Path, files: list[str], staging: Path, repo_id: str) -> None:

@@ -123,3 +123,17 @@ def test_fill_with_worker_threads_equals_encode(tiny, cache_root):
     assert cache.ensure(TEXTS) == len(TEXTS)
     assert torch.allclose(cache.get(TEXTS), tiny.encode(TEXTS, convert_to_tensor=True), atol=1e-6)
     assert len(list(cache.directory.glob("*.keys.npy"))) >= len(TEXTS) // 4
+
+
+def test_cache_storage_flag_reaches_train_and_evaluate():
+    """``--cache-storage float16`` is a setting of both commands (and part of a training run's identity)."""
+    from modeling.cli.evaluate import parse_args as evaluate_args
+    from modeling.training.identity import NOT_IDENTITY
+    from modeling.training.settings import parse_settings
+
+    assert parse_settings(["--cache-storage", "float16"]).cache_storage == "float16"
+    assert parse_settings([]).cache_storage == "float32"
+    assert "cache_storage" not in NOT_IDENTITY
+    with pytest.raises(SystemExit):
+        parse_settings(["--cache-storage", "int8"])
+    assert evaluate_args(["--cache-storage", "float16"]).cache_storage == "float16"

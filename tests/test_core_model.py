@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 import torch
 
 from modeling import ProjectionHead, build_model, find_head, save_model
 from modeling.model.build import freeze
+from modeling.model.projection_head import SOURCE_FILE
 from tests.subprocess_load import load_in_subprocess
 from tests.tiny_encoder import tiny_encoder
 
@@ -67,7 +69,7 @@ def test_load_matrix_local(tiny, tmp_path, placement):
     expected = embeddings(model)
     folder = save_model(model, tmp_path / "model")
     modules = json.loads((folder / "modules.json").read_text())
-    assert (folder / "projection_head.py").is_file()
+    assert (folder / "frozen_head" / "projection_head.py").is_file()
     assert not list(folder.rglob("*.bin")), "weights must be safetensors only"
 
     with_package = load_in_subprocess(str(folder), TEXTS, hide_package=False)
@@ -78,12 +80,12 @@ def test_load_matrix_local(tiny, tmp_path, placement):
     assert without_package["head_module"].startswith("transformers_modules.")
 
     resaved = tmp_path / "resaved"
-    assert (resaved / "projection_head.py").is_file()
+    assert [p.relative_to(resaved).as_posix() for p in resaved.rglob("*.py")] == ["frozen_head/projection_head.py"]
     types = [entry["type"] for entry in json.loads((resaved / "modules.json").read_text())]
     router_configs = list(resaved.glob("*/router_config.json"))
     for config in router_configs:
         types += list(json.loads(config.read_text())["types"].values())
-    assert "projection_head.ProjectionHead" in types
+    assert "frozen_head/projection_head.ProjectionHead" in types
     assert not any(t.startswith("transformers_modules") for t in types), types
     assert_same(expected, load_in_subprocess(str(resaved), TEXTS, hide_package=True))
     assert [m["type"] for m in modules] == [m["type"] for m in json.loads((resaved / "modules.json").read_text())]
@@ -191,3 +193,127 @@ def test_real_minilm_round_trip_without_package(tmp_path, placement):
     expected = embeddings(model)
     folder = save_model(model, tmp_path / "model")
     assert_same(expected, load_in_subprocess(str(folder), TEXTS, hide_package=True))
+
+
+def _saved_query_model(tiny, folder):
+    model = build_model(tiny, placement="query")
+    perturb(model)
+    return save_model(model, folder)
+
+
+def test_truncated_head_file_fails_naming_the_file(tiny, tmp_path):
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = load_in_subprocess(str(folder), TEXTS, hide_package=True)
+    assert "model.safetensors" in result["error"] and "ProjectionHead" in result["error"], result
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_head_weights_fail_naming_the_file(tiny, tmp_path, value):
+    from safetensors.torch import load_file, save_file
+
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    state = load_file(weights)
+    state["delta"][0, 0] = value
+    save_file(state, weights)
+    result = load_in_subprocess(str(folder), TEXTS, hide_package=True)
+    assert "NaN or infinite" in result["error"] and str(weights.relative_to(folder)) in result["error"], result
+
+
+def test_head_weights_follow_the_umask(tiny, tmp_path):
+    folder = _saved_query_model(tiny, tmp_path / "model")
+    weights = next(folder.glob("2_Router/*ProjectionHead/model.safetensors"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert weights.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_every_saved_file_follows_the_umask(tiny, tmp_path):
+    """safetensors writes 0600, the encoder's root model.safetensors included; the saved model must not keep that."""
+    model = build_model(tiny, placement="query")
+    previous = os.umask(0o022)
+    try:
+        folder = save_model(model, tmp_path / "model")
+    finally:
+        os.umask(previous)
+    modes = {path.relative_to(folder).as_posix(): path.stat().st_mode & 0o777 for path in [folder, *folder.rglob("*")]}
+    wrong = {name: oct(mode) for name, mode in modes.items() if mode != (0o755 if (folder / name).is_dir() else 0o644)}
+    assert not wrong, wrong
+    assert "model.safetensors" in modes
+
+
+ROGUE_SOURCE = """import pathlib
+pathlib.Path({marker!r}).write_text(__file__)
+from torch import nn
+
+
+class ProjectionHead(nn.Module):
+    pass
+"""
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_missing_head_code_fails_and_imports_no_other_projection_head(tiny, tmp_path, placement):
+    """With the head's file gone, sentence-transformers falls back to a plain import of the saved type's module.
+
+    A ``projection_head.py`` (or a ``frozen_head`` package) in the current folder, first on the child's
+    ``sys.path``, must never be imported: the load fails and names the missing file.
+    """
+    from modeling.evaluation.systems import ModelError, load_model
+    from modeling.model.stock import convert_folder
+
+    folder = save_model(build_model(tiny, placement=placement), tmp_path / "model")
+    (folder / SOURCE_FILE).unlink()
+    workdir, marker = tmp_path / "workdir", tmp_path / "rogue-code-ran"
+    for name in ("projection_head.py", "frozen_head/__init__.py", "frozen_head/projection_head.py"):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        (workdir / name).write_text(ROGUE_SOURCE.format(marker=str(marker)))
+
+    result = load_in_subprocess(str(folder), TEXTS, hide_package=False, cwd=str(workdir))
+    assert not marker.exists(), f"imported {marker.read_text()} from outside the model folder"
+    assert "frozen_head/projection_head" in result.get("error", ""), result
+    with pytest.raises(ModelError, match="lacks frozen_head/projection_head.py"):  # this package's own loader
+        load_model(str(folder), trust_remote_code=True)
+    with pytest.raises(ValueError, match="lacks frozen_head/projection_head.py"):
+        convert_folder(folder, tmp_path / "stock")
+    assert not marker.exists()
+
+
+def test_model_saved_by_an_earlier_version_loads_and_saves_in_the_new_layout(tiny, tmp_path):
+    """Earlier versions shipped ``projection_head.py`` at the root with the type ``projection_head.ProjectionHead``."""
+    model = build_model(tiny, kind="mlp", placement="query")
+    perturb(model)
+    expected = embeddings(model)
+    folder = save_model(model, tmp_path / "model")
+    source = (folder / SOURCE_FILE).read_text()
+    old_source = source.replace(f'SOURCE_FILE = "{SOURCE_FILE}"', 'SOURCE_FILE = "projection_head.py"')
+    assert old_source != source
+    (folder / "projection_head.py").write_text(old_source)
+    (folder / SOURCE_FILE).unlink()
+    (folder / SOURCE_FILE).parent.rmdir()
+    for config in [folder / "modules.json", *folder.rglob("router_config.json")]:
+        config.write_text(config.read_text().replace("frozen_head/projection_head.", "projection_head."))
+
+    loaded = load_in_subprocess(str(folder), TEXTS, hide_package=True, resave=str(tmp_path / "resaved"))
+    assert_same(expected, loaded)
+    resaved = tmp_path / "resaved"
+    assert (resaved / "projection_head.py").is_file()  # the old file saves itself where it always did
+    assert_same(expected, load_in_subprocess(str(resaved), TEXTS, hide_package=True))
+
+
+def test_deepcopy_keeps_the_class_and_pickle_rebuilds_the_head(tiny):
+    import copy
+    import pickle
+
+    model = build_model(tiny, kind="linear", placement="query")
+    perturb(model)
+    head = find_head(model)
+    assert type(copy.deepcopy(head)) is type(head)
+    rebuilt = pickle.loads(pickle.dumps(head))  # by value: no module 'frozen_head/projection_head' exists
+    x = torch.randn(3, head.in_features)
+    assert torch.equal(
+        rebuilt({"sentence_embedding": x.clone()})["sentence_embedding"],
+        head({"sentence_embedding": x.clone()})["sentence_embedding"],
+    )

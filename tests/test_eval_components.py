@@ -107,3 +107,15 @@ def test_pair_scores_and_plots(tmp_path):
     change = plot_metric_change({"q0": 0.5, "q1": 0.2}, {"q0": 0.1, "q1": 0.4}, ("trained", "base"), tmp_path / "c.png")
     for path in (scores, change):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_dev_curves_name_every_trial_of_the_grid(tmp_path):
+    from modeling.evaluation.plots import plot_dev_curves, trial_label
+
+    trials = [
+        {"learning_rate": lr, "weight_decay": wd, "dev_history": [(1, 0.5), (2, 0.6)]}
+        for lr in (1e-3, 3e-3, 1e-2)
+        for wd in (0.0, 0.01)
+    ]
+    assert len({trial_label(trial) for trial in trials}) == 6  # six curves, six names
+    assert plot_dev_curves(trials, 0.4, tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"

@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from modeling.cli import evaluate
 from modeling import build_model, find_head, save_model
+from modeling.cli import evaluate
 from tests.test_ir_data import write_jsonl, write_qrels
 
 TOPICS = [
@@ -73,21 +73,22 @@ def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     code, stdout, stderr = run_cli(capsys, *argv)
     assert code == 0, stderr
     results = json.loads((out / "toy-test.json").read_text())
-    assert set(results["systems"]) == {"trained", "base", "bm25", "hybrid"}
+    assert set(results["systems"]) == {"trained", "bare_encoder", "bm25", "hybrid"}
     assert results["slices"] == {"all": 8, "seen": 4, "unseen": 4}
     assert set(results["systems"]["trained"]) == {"all", "seen", "unseen"}
     assert (
-        set(results["p_values"]["vs"]) == {"base", "bm25", "hybrid"} and results["p_values"]["reference"] == "trained"
+        set(results["p_values"]["vs"]) == {"bare_encoder", "bm25", "hybrid"}
+        and results["p_values"]["reference"] == "trained"
     )
     assert set(results["per_query"]["bm25"]) == {f"test{i}" for i in range(8)}
     assert results["slice_of_query"]["test0"] == "seen" and results["slice_of_query"]["test7"] == "unseen"
     assert results["settings"]["fusion"]["method"] == "convex min-max"  # the folder has a dev split
     assert "dev" in results["settings"]["fusion"]["chosen_on"]
     assert results["settings"]["bm25"]["k1"] == 0.9 and results["peak_rss_mb"] > 0 and results["wall_time_s"] > 0
-    assert results["systems"]["trained"]["all"]["nDCG@10"] != results["systems"]["base"]["all"]["nDCG@10"]
+    assert results["systems"]["trained"]["all"]["nDCG@10"] != results["systems"]["bare_encoder"]["all"]["nDCG@10"]
     # every text went through the encoder once: 8 documents (shared by the query-only head) + 16 test/dev queries
     assert results["encoder_calls"] == 8 + 16
-    assert "shared with base" in results["model"]["documents"]
+    assert "shared with the bare encoder" in results["model"]["documents"]
     for plot in results["plots"]:
         assert (out / plot.split("/")[-1]).read_bytes()[:4] == b"\x89PNG"
     assert "| all | trained | 8 |" in stdout and "| unseen | bm25 | 4 |" in stdout and "k1=0.9, b=0.4" in stdout
@@ -105,7 +106,10 @@ def test_bare_encoder_uses_rrf_without_dev(tmp_path, capsys, tiny, cache_root):
     )
     assert code == 0, stderr
     results = json.loads((tmp_path / "bare" / "evaluation" / "toy-test.json").read_text())  # default output folder
-    assert set(results["systems"]) == {"base", "bm25", "hybrid"} and results["p_values"]["reference"] == "base"
+    assert (
+        set(results["systems"]) == {"bare_encoder", "bm25", "hybrid"}
+        and results["p_values"]["reference"] == "bare_encoder"
+    )
     assert results["slices"] == {"all": 8} and results["settings"]["fusion"]["method"] == "rrf"
     assert "reciprocal rank fusion" in stdout
 
@@ -135,12 +139,22 @@ def test_model_errors(tmp_path, capsys, head_model):
     data = tiny_beir(tmp_path / "toy")
     code, _, stderr = run_cli(capsys, "--model", head_model, "--data", data, "--cache-dir", tmp_path / "c")
     assert code == 2 and "--trust-remote-code" in stderr and "projection_head.ProjectionHead" in stderr
+    assert "uses custom module code" in stderr  # named before loading, also when the head sits in a Router route
     code, _, stderr = run_cli(capsys, "--model", tmp_path / "missing", "--data", data)
     assert code == 2 and "does not exist" in stderr
     code, _, stderr = run_cli(
         capsys, "--model", head_model, "--data", data, "--split", "validation", "--trust-remote-code"
     )
     assert code == 2 and "qrels/validation.tsv" in stderr
+
+
+def test_model_without_its_head_code_is_refused_naming_the_file(tmp_path, capsys, head_model):
+    data = tiny_beir(tmp_path / "toy")
+    (head_model / "frozen_head" / "projection_head.py").unlink()
+    args = ("--model", head_model, "--data", data, "--cache-dir", tmp_path / "c", "--trust-remote-code")
+    code, _, stderr = run_cli(capsys, *args)
+    assert code == 2 and "lacks frozen_head/projection_head.py" in stderr, stderr
+    assert not (tmp_path / "c").exists()  # nothing was encoded
 
 
 def test_option_errors(tmp_path, capsys, tiny):
@@ -171,9 +185,6 @@ def test_help_documents_every_flag(capsys):
 
 
 def test_card_gets_the_table_and_plots(tmp_path, capsys, head_model, cache_root):
-    model_card = pytest.importorskip("model_card")
-    if not hasattr(model_card, "add_evaluation"):
-        pytest.skip("model_card.add_evaluation not written yet")
     data = tiny_beir(tmp_path / "toy")
     code, _, stderr = run_cli(
         capsys, "--model", head_model, "--data", data, "--trust-remote-code", "--cache-dir", cache_root, "--card"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from model_card import install_card_data, prepare_card
-from modeling.model.build import build_model, find_head, save_model
 from modeling.hub import PushError, main, model_files, preflight, push_model
+from modeling.model.build import build_model, find_head, save_model
 from tests.fake_hub import FAKE_TOKEN, fake_hub  # noqa: F401  (fake_hub is a fixture)
 from tests.subprocess_load import load_in_subprocess
 
@@ -79,7 +79,7 @@ def test_push_then_load_by_repo_id_in_a_fresh_process_without_this_package(tiny,
     pushed = fake_hub.files(repo_id)
     assert set(pushed) == saved | {PLOT}, "exactly the saved model plus the card's plot"
     assert {
-        "projection_head.py",
+        "frozen_head/projection_head.py",
         "modules.json",
         "README.md",
         "model.safetensors",
@@ -172,7 +172,7 @@ def test_failed_push_keeps_the_folder_and_says_how_to_retry(tiny, tmp_path, fake
 @pytest.mark.parametrize(
     "breakage, says",
     [
-        ("projection_head.py", "projection_head.py is missing"),
+        ("frozen_head/projection_head.py", "frozen_head/projection_head.py (the code of a module"),
         ("README.md", "README.md is missing"),
         ("model.safetensors", "no *.safetensors encoder weights"),
     ],
@@ -221,6 +221,56 @@ def test_default_encoder_model_round_trips_through_the_hub(tmp_path, fake_hub): 
     push_model(folder, "org/minilm-head")
     with fake_hub.serve() as endpoint:
         loaded = load_in_subprocess("org/minilm-head", TEXTS, env=child_env(endpoint, tmp_path))
+    assert "error" not in loaded, loaded
+    for side in ("query", "document"):
+        assert np.abs(np.array(loaded[side]) - expected[side]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink"])
+def test_module_paths_leaving_the_folder_are_refused_and_nothing_is_staged(tiny, tmp_path, fake_hub, how, monkeypatch):  # noqa: F811
+    import json
+    import tempfile
+
+    folder, _ = saved_model(tiny, "symmetric", tmp_path / "model")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "config.json").write_text('{"secret": "not part of the model"}')
+    (outside / "model.safetensors").write_bytes(b"someone else's weights")
+    modules = json.loads((folder / "modules.json").read_text())
+    if how == "symlink":
+        (folder / "2_ProjectionHead" / "config.json").unlink()
+        (folder / "2_ProjectionHead" / "config.json").symlink_to(outside / "config.json")
+    else:
+        modules[2]["path"] = "../outside" if how == "dotdot" else str(outside)
+        (folder / "modules.json").write_text(json.dumps(modules))
+    temp_root = tmp_path / "tmp"
+    temp_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp_root))
+
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        push_model(folder, "org/escape")
+    assert fake_hub.requests == []
+    assert list(temp_root.iterdir()) == [], "nothing left in the temp folder"
+
+
+def test_stock_model_pushes_and_loads_from_the_hub_without_remote_code(tiny, tmp_path, fake_hub):  # noqa: F811
+    from modeling.model.stock import export_stock
+
+    model = build_model(tiny, kind="linear", placement="query")
+    with torch.no_grad():
+        find_head(model).delta.add_(
+            0.2 * torch.randn(find_head(model).delta.shape, generator=torch.Generator().manual_seed(1))
+        )
+    install_card_data(model)
+    prepare_card(model, training_info={"dataset_name": "toy"})
+    expected = {"query": model.encode_query(TEXTS), "document": model.encode_document(TEXTS)}
+    folder = export_stock(model, tmp_path / "stock")
+    push_model(folder, "org/stock")
+    pushed = fake_hub.files("org/stock")
+    assert not [name for name in pushed if name.endswith(".py")]
+    assert 'SentenceTransformer("org/stock")' in pushed["README.md"].decode()
+    with fake_hub.serve() as endpoint:
+        loaded = load_in_subprocess("org/stock", TEXTS, trust=False, env=child_env(endpoint, tmp_path))
     assert "error" not in loaded, loaded
     for side in ("query", "document"):
         assert np.abs(np.array(loaded[side]) - expected[side]).max() <= 1e-6

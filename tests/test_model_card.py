@@ -359,7 +359,7 @@ def test_train_then_evaluate_card_matches_the_evaluation_json(tmp_path):
     assert evaluate.main([*argv, "--trust-remote-code", "--card", "--resamples", "200", *common]) == 0
     results = json.loads(next((run / "evaluation").glob("*.json")).read_text())
     main = table(section((run / "README.md").read_text()), "Metric")
-    for system, column in (("trained", 0), ("base", 1), ("bm25", 3)):
+    for system, column in (("trained", 0), ("bare_encoder", 1), ("bm25", 3)):
         assert float(main["nDCG@10"][column]) == pytest.approx(results["systems"][system]["all"]["nDCG@10"], abs=5e-5)
     plots = [Path(p).name for p in results["plots"]]
     assert plots and all(f"](evaluation/{name})" in (run / "README.md").read_text() for name in plots)

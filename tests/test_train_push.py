@@ -21,8 +21,8 @@ def test_train_with_push_to_hub(tmp_path, fake_hub, capsys):  # noqa: F811
     assert code == 0, out.err
     pushed = fake_hub.files("org/pushed-head")
     assert fake_hub.repos["org/pushed-head"].private
-    assert {"projection_head.py", "modules.json", "README.md", "training_summary.json"} & set(pushed) == {
-        "projection_head.py", "modules.json", "README.md",
+    assert {"frozen_head/projection_head.py", "modules.json", "README.md", "training_summary.json"} & set(pushed) == {
+        "frozen_head/projection_head.py", "modules.json", "README.md",
     }  # fmt: skip
     assert not any(path.startswith(("trials/", "checkpoints/")) for path in pushed)
     assert "evaluation/training-dev-curves.png" in pushed

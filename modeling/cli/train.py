@@ -4,7 +4,8 @@
     python train.py --data PATH_OR_ID --output-dir DIR
     torchrun --nproc_per_node 2 train.py --data ...   # several processes (gloo on CPU)
 
-The result loads anywhere with ``SentenceTransformer(DIR, trust_remote_code=True)``.
+The result loads anywhere with ``SentenceTransformer(DIR, trust_remote_code=True)``; with ``--format stock`` (a
+linear head saved as the library's own Dense) with ``SentenceTransformer(DIR)``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s"
     )
     print(f"model saved to {output_dir.resolve()}")
-    print(f"load it with SentenceTransformer({str(output_dir)!r}, trust_remote_code=True)")
+    trust = "" if settings.format == "stock" else ", trust_remote_code=True"
+    print(f"load it with SentenceTransformer({str(output_dir)!r}{trust})")
     print(f"evaluate it: python evaluate.py --model {output_dir} --data {source}")
     if settings.push_to_hub:
         from modeling.hub import PushError, push_model

@@ -33,16 +33,10 @@ def require_faiss() -> Any:
     return faiss
 
 
-def faiss_search(
-    queries: Any,
-    documents: Any,
-    k: int,
-    score: str = "cosine",
-    index_factory: str = "Flat",
-    doc_chunk: int = 262144,
-    nprobe: int = 32,
-) -> tuple[Tensor, Tensor]:
-    """Top ``k`` documents per query from a FAISS index built block by block; same outputs as ``exact_search``."""
+def build_index(
+    documents: Any, score: str = "cosine", index_factory: str = "Flat", doc_chunk: int = 262144, nprobe: int = 32
+) -> Any:
+    """A FAISS index over ``documents``, added block by block (a memory-mapped corpus is read one block at a time)."""
     faiss = require_faiss()
     check_score(score)
     metric = faiss.METRIC_L2 if score == "euclidean" else faiss.METRIC_INNER_PRODUCT
@@ -55,8 +49,26 @@ def faiss_search(
         index.add(np.ascontiguousarray(prepare(documents[start : start + doc_chunk], score).numpy()))
     if hasattr(index, "nprobe"):
         index.nprobe = nprobe
-    scores, indices = index.search(np.ascontiguousarray(prepare(queries, score).numpy()), min(k, len(documents)))
+    return index
+
+
+def search_index(index: Any, queries: Any, k: int, score: str = "cosine") -> tuple[Tensor, Tensor]:
+    """Top ``k`` per query from an index built by ``build_index``; same outputs as ``exact_search``."""
+    scores, indices = index.search(np.ascontiguousarray(prepare(queries, score).numpy()), min(k, index.ntotal))
     scores = torch.from_numpy(scores)
     if score == "euclidean":
         scores = -scores.clamp_min(0).sqrt()  # FAISS returns squared L2; match exact_search's -distance
     return scores, torch.from_numpy(indices).long()
+
+
+def faiss_search(
+    queries: Any,
+    documents: Any,
+    k: int,
+    score: str = "cosine",
+    index_factory: str = "Flat",
+    doc_chunk: int = 262144,
+    nprobe: int = 32,
+) -> tuple[Tensor, Tensor]:
+    """Top ``k`` documents per query from a FAISS index built block by block; same outputs as ``exact_search``."""
+    return search_index(build_index(documents, score, index_factory, doc_chunk, nprobe), queries, k, score)

@@ -10,20 +10,12 @@ from collections.abc import Iterable
 
 import pytrec_eval
 
+from modeling.evaluation.metric_names import MAIN_METRIC, METRICS, TREC_MEASURES
+
+__all__ = ["MAIN_METRIC", "METRICS", "Qrels", "Run", "mean_metrics", "per_query_metrics", "trec_order", "truncate"]
+
 Run = dict[str, dict[str, float]]  # query id -> {doc id: score}
 Qrels = dict[str, dict[str, int]]  # query id -> {doc id: grade}
-
-# Our metric name -> pytrec_eval's output key.
-TREC_MEASURES = {
-    "nDCG@10": "ndcg_cut_10",
-    "nDCG@100": "ndcg_cut_100",
-    "Recall@10": "recall_10",
-    "Recall@100": "recall_100",
-    "Recall@1000": "recall_1000",
-    "MAP@100": "map_cut_100",
-}
-METRICS = ["nDCG@10", "nDCG@100", "MRR@10", "Recall@10", "Recall@100", "Recall@1000", "MAP@100"]
-MAIN_METRIC = "nDCG@10"
 
 
 def trec_order(scores: dict[str, float]) -> list[str]:

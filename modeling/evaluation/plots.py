@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def plot_score_distributions(
@@ -65,15 +65,21 @@ def plot_metric_change(
     return path
 
 
+def trial_label(trial: dict) -> str:
+    """A grid trial's name: learning rate and, when the grid has one, weight decay (two trials, two names)."""
+    label = f"lr {trial['learning_rate']:g}"
+    return label if trial.get("weight_decay") is None else f"{label}, wd {trial['weight_decay']:g}"
+
+
 def plot_dev_curves(trials: list[dict], base_score: float, path: Path) -> Path:
-    """Dev nDCG@10 after each epoch, one line per learning rate, against the bare encoder (the training picture)."""
+    """Dev nDCG@10 after each epoch, one line per trial of the grid, against the bare encoder (the training picture)."""
     figure, axis = plt.subplots(figsize=(6.5, 3.8))
     for trial in trials:
         history = trial.get("dev_history") or []
         if history:
             epochs, scores = zip(*history)
             stopped = " (stopped by the collapse guard)" if trial.get("stopped") else ""
-            axis.plot(epochs, scores, marker="o", markersize=3, label=f"lr {trial['learning_rate']:g}{stopped}")
+            axis.plot(epochs, scores, marker="o", markersize=3, label=f"{trial_label(trial)}{stopped}")
     axis.axhline(base_score, color="black", linestyle="--", linewidth=1, label="bare encoder")
     axis.set_xlabel("epoch")
     axis.set_ylabel("dev nDCG@10")

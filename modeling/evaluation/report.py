@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from modeling.evaluation.metrics import METRICS
+from modeling.evaluation.formatting import fmt, fmt_p, why_no_p
+from modeling.evaluation.metric_names import MAIN_METRIC, METRICS, SHORT
 
-SYSTEM_ORDER = ("trained", "base", "bm25", "hybrid")
-SHORT = {"Recall@10": "R@10", "Recall@100": "R@100", "Recall@1000": "R@1000"}
-
-
-def _number(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+SYSTEM_ORDER = ("trained", "bare_encoder", "bm25", "hybrid")
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -30,22 +18,26 @@ def markdown_table(results: dict[str, Any]) -> str:
         "slice",
         "system",
         "queries",
-        "nDCG@10",
+        SHORT[MAIN_METRIC],
         f"p vs {reference}",
-        *[SHORT.get(m, m) for m in METRICS if m != "nDCG@10"],
+        *[SHORT[m] for m in METRICS if m != MAIN_METRIC],
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for slice_name, count in results["slices"].items():
         for name in names:
             values = results["systems"][name][slice_name]
-            p = "(reference)" if name == reference else _p(results["p_values"]["vs"][name][slice_name])
+            p = (
+                "(reference)"
+                if name == reference
+                else fmt_p(results["p_values"]["vs"][name][slice_name], why_no_p(count))
+            )
             row = [
                 slice_name,
                 name,
                 str(count),
-                _number(values["nDCG@10"]),
+                fmt(values[MAIN_METRIC]),
                 p,
-                *[_number(values[m]) for m in METRICS if m != "nDCG@10"],
+                *[fmt(values[m]) for m in METRICS if m != MAIN_METRIC],
             ]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
@@ -56,15 +48,17 @@ def notes(results: dict[str, Any]) -> list[str]:
     settings = results["settings"]
     bm25, fusion, test = settings["bm25"], settings["fusion"], settings["significance"]
     lines = [
-        f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
-        f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball).",
+        (
+            f"BM25: {bm25['library']}, k1={bm25['k1']}, b={bm25['b']}, {bm25['method']} scoring, "
+            f"stopwords={bm25['stopwords']}, stemmer={bm25['stemmer']} (Snowball)."
+        ),
     ]
     if fusion["method"] == "rrf":
         lines.append(
             f"hybrid: reciprocal rank fusion (k={fusion['k']}) of {' + '.join(fusion['fused'])}; {fusion['why']}."
         )
     else:
-        where = f"chosen on {fusion['chosen_on']}" if fusion.get("chosen_on") else fusion["why"]
+        where = fusion["weight_from"]
         lines.append(
             f"hybrid: convex fusion of min-max scores, {fusion['fused'][0]} weight {fusion['dense_weight']} ({where})."
         )
@@ -82,6 +76,11 @@ def notes(results: dict[str, Any]) -> list[str]:
             "score gap (mean relevant - mean random non-relevant "
             f"{results['model']['similarity']}): " + ", ".join(f"{name} {gap:.3f}" for name, gap in gaps.items()) + "."
         )
+    unjudged = results["dataset"].get("queries_without_relevant") or []
+    if unjudged:
+        lines.append(f"{len(unjudged)} queries have no relevant document (all grade 0) and score 0 on every metric.")
+    if any(count < 2 for count in results["slices"].values()):
+        lines.append("p: n/a for a slice of fewer than two queries (a paired test needs two).")
     if results["model"].get("documents"):
         lines.append(f"trained documents: {results['model']['documents']}.")
     return lines
@@ -94,8 +93,3 @@ def render(results: dict[str, Any]) -> str:
         f"{data['queries']} queries, {data['documents']} documents"
     )
     return "\n".join([title, "", markdown_table(results), "", *[f"- {line}" for line in notes(results)]]) + "\n"
-
-
-def write_json(results: dict[str, Any], path: Path) -> Path:
-    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n")
-    return path

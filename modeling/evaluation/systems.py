@@ -6,7 +6,6 @@ training that came before); a query-only head reuses the bare encoder's document
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from torch import Tensor
 from modeling.cache.cached_input import cached_twin
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.model.build import default_encoder_path, placement_of
+from modeling.model.code_files import LIBRARY_PREFIX, missing_code_files, module_types
 from modeling.model.layout import ModelLayout
 
 DOCUMENT_PROMPT_NAMES = ("document", "passage", "corpus")
@@ -26,15 +26,11 @@ class ModelError(ValueError):
 
 
 def custom_module_types(source: str) -> list[str]:
-    """Module classes outside sentence-transformers that a local model folder names (they need trust_remote_code)."""
-    path = Path(source) / "modules.json"
-    if not path.is_file():
+    """Module classes outside sentence-transformers that a local model folder names, Router routes included (they
+    need trust_remote_code)."""
+    if not (Path(source) / "modules.json").is_file():
         return []
-    return [
-        entry["type"]
-        for entry in json.loads(path.read_text())
-        if not entry["type"].startswith("sentence_transformers.")
-    ]
+    return [kind for kind in module_types(source) if not kind.startswith(LIBRARY_PREFIX)]
 
 
 def load_model(source: str | None, trust_remote_code: bool = False, device: str | None = None) -> SentenceTransformer:
@@ -52,6 +48,12 @@ def load_model(source: str | None, trust_remote_code: bool = False, device: str 
             f"{path} uses custom module code ({', '.join(custom)}), which sentence-transformers >= 6 only imports "
             "with trust_remote_code: rerun with --trust-remote-code if you trust this folder."
         )
+    missing = missing_code_files(path) if (Path(path) / "modules.json").is_file() else []
+    if missing:
+        raise ModelError(
+            f"{path} lacks {', '.join(missing)}: the code of a module its config names. The folder is incomplete; "
+            "save or download the model again."
+        )
     try:
         return SentenceTransformer(path, device=device, trust_remote_code=trust_remote_code)
     except Exception as error:
@@ -67,7 +69,7 @@ def has_head(model: SentenceTransformer) -> bool:
     return ModelLayout.of(model).head is not None
 
 
-def base_model(model: SentenceTransformer) -> SentenceTransformer:
+def bare_encoder(model: SentenceTransformer) -> SentenceTransformer:
     """The bare encoder under the head: the model's encoder prefix (+ Normalize when the model normalises)."""
     layout = ModelLayout.of(model)
     return model if layout.head is None else layout.bare(model)
@@ -108,11 +110,11 @@ class DenseEncoder:
 
 
 def documents_shared(
-    model: SentenceTransformer, trained: DenseEncoder, base: DenseEncoder, sample: list[str], prompt: str | None
+    model: SentenceTransformer, trained: DenseEncoder, bare: DenseEncoder, sample: list[str], prompt: str | None
 ) -> bool:
     """Whether the trained model embeds documents exactly as the bare encoder (a query-only head), checked on a sample."""
     if placement_of(model) != "query" or not sample:
         return False
     return torch.allclose(
-        trained.encode(sample, "document", prompt), base.encode(sample, "document", prompt), atol=1e-6
+        trained.encode(sample, "document", prompt), bare.encode(sample, "document", prompt), atol=1e-6
     )

@@ -18,7 +18,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.base.modules import Module
 
 from modeling.model.layout import PLACEMENTS, ModelLayout, freeze
-from modeling.model.projection_head import ProjectionHead
+from modeling.model.projection_head import SOURCE_FILE, ProjectionHead
 
 
 DEFAULT_ENCODER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -152,9 +152,17 @@ def placement_of(model: SentenceTransformer) -> str | None:
 
 
 def save_model(model: SentenceTransformer, path: str | Path, **kwargs: Any) -> Path:
-    """Save a model so it loads with ``trust_remote_code=True`` anywhere (the head writes its file at the root)."""
+    """Save a model so it loads with ``trust_remote_code=True`` anywhere (the head writes its file under the root).
+
+    safetensors writes weights 0600 (the encoder's ``model.safetensors`` too): they get the umask's mode, as every
+    other file of the model has, so whoever may read the folder may read the model.
+    """
     path = Path(path)
     model.save_pretrained(str(path), **kwargs)
-    if not (path / "projection_head.py").is_file():
-        raise RuntimeError(f"Saving {path} did not write projection_head.py at its root; the model would not load.")
+    if not (path / SOURCE_FILE).is_file():
+        raise RuntimeError(f"Saving {path} did not write {SOURCE_FILE} under its root; the model would not load.")
+    umask = os.umask(0)
+    os.umask(umask)
+    for weights in path.rglob("*.safetensors"):
+        os.chmod(weights, 0o666 & ~umask)
     return path

@@ -14,7 +14,7 @@ and ``ModelLayout.to_model`` builds one; nothing else in the project works the b
 
 from __future__ import annotations
 
-import types
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,9 @@ def freeze(module: nn.Module) -> nn.Module:
     otherwise switch dropout on inside the frozen encoder and make its output noisy."""
     module.requires_grad_(False)
     for sub in module.modules():
-        sub.train = types.MethodType(_stay_in_eval, sub)
+        sub.train = functools.partial(
+            _stay_in_eval, sub
+        )  # a partial pickles (multi-process pool); a bound method does not
         nn.Module.train(sub, False)
     return module
 

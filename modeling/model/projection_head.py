@@ -1,7 +1,7 @@
 """A trainable projection head for a frozen sentence-transformers encoder.
 
-This file ships inside every saved model, at the model's root, and is what
-``SentenceTransformer(path_or_hub_id, trust_remote_code=True)`` imports there. It must stay
+This file ships inside every saved model, as ``frozen_head/projection_head.py`` under the model's root, and is
+what ``SentenceTransformer(path_or_hub_id, trust_remote_code=True)`` imports from there. It must stay
 self-contained: standard library, torch and sentence-transformers only.
 
 Why it can be trained without collapsing: every kind starts as (or as close as possible to) the
@@ -24,9 +24,11 @@ move away from a good point, never find one from a random start.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
+import sys
 from typing import Any
 
 import torch
@@ -38,9 +40,11 @@ __all__ = ["ProjectionHead"]
 KINDS = ("linear", "mlp")
 INITS = ("identity", "random", "pca", "default")
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "tanh": nn.Tanh, "silu": nn.SiLU}
-# Marks the saved model's root so the head can put its own source file there (see ``save``).
+# Marks the saved model's root so the head can put its own source file under it (see ``save``).
 ROOT_MARKER = "config_sentence_transformers.json"
-SOURCE_FILE = "projection_head.py"
+# Where this file goes, relative to the model's root, and the module name the saved type records (see the end).
+SOURCE_FILE = "frozen_head/projection_head.py"
+MODULE_REF = SOURCE_FILE.removesuffix(".py")
 
 
 class ProjectionHead(Module):
@@ -191,30 +195,85 @@ class ProjectionHead(Module):
             )
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
-        """Save config and safetensors weights, and put this file at the model's root.
+        """Save config and safetensors weights, and put this file at ``SOURCE_FILE`` under the model's root.
 
         Stock sentence-transformers copies a dynamically loaded module's source into the module's
         subfolder, where the loader never looks, and a Router records a ``transformers_modules...``
-        type. Recording the class as ``projection_head.ProjectionHead`` (see the end of this file)
-        and writing this file next to ``config_sentence_transformers.json`` makes every save load
-        again with ``trust_remote_code=True``, with or without this package installed.
+        type. Recording the class as ``frozen_head/projection_head.ProjectionHead`` (see the end of this
+        file) and writing this file to ``frozen_head/projection_head.py`` beside
+        ``config_sentence_transformers.json`` makes every save load again with ``trust_remote_code=True``,
+        with or without this package installed.
         """
         if not safe_serialization:
             raise ValueError("ProjectionHead saves safetensors only; call save with safe_serialization=True.")
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=True)
+        _follow_umask(os.path.join(output_path, "model.safetensors"))  # safetensors writes 0600
         root = _model_root(output_path)
         if root is not None:
-            shutil.copyfile(__file__, os.path.join(root, SOURCE_FILE))
+            target = os.path.join(root, *SOURCE_FILE.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copyfile(__file__, target)
 
     @classmethod
     def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any) -> ProjectionHead:
+        """Load config and weights; a file that cannot be read or holds NaN/inf fails here, naming the file."""
         hub_kwargs = {
             key: kwargs[key] for key in ("token", "cache_folder", "revision", "local_files_only") if key in kwargs
         }
         config = cls.load_config(model_name_or_path=model_name_or_path, subfolder=subfolder, **hub_kwargs)
         head = cls(**{key: value for key, value in config.items() if key in cls.config_keys})
-        return cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=head, **hub_kwargs)
+        where = cls.load_file_path(model_name_or_path, filename="model.safetensors", subfolder=subfolder, **hub_kwargs)
+        where = where or os.path.join(str(model_name_or_path), subfolder, "model.safetensors")
+        try:
+            cls.load_torch_weights(model_name_or_path, subfolder=subfolder, model=head, **hub_kwargs)
+        except Exception as error:
+            raise ValueError(
+                f"Cannot read the projection head's weights {where}: {type(error).__name__}: {error}. "
+                "The file is damaged or incomplete; download or save the model again."
+            ) from error
+        broken = [name for name, tensor in head.state_dict().items() if not torch.isfinite(tensor).all()]
+        if broken:
+            raise ValueError(
+                f"The projection head's weights {where} hold NaN or infinite values (in {', '.join(broken)}); "
+                "they would give NaN embeddings. The training run diverged or the file is damaged."
+            )
+        return head
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """Pickle by value when the class cannot be found by name (the multi-process pool's workers).
+
+        The class is recorded as ``frozen_head/projection_head.ProjectionHead``, a module name that exists only as a
+        file in the model folder (loaded as remote code), never in ``sys.modules``, so a worker cannot import it.
+        The pickle then carries this file's source, the config and the weights, and the worker rebuilds the head.
+        """
+        cls = type(self)
+        if getattr(sys.modules.get(cls.__module__), cls.__name__, None) is cls:
+            return super().__reduce_ex__(protocol)
+        with open(__file__, encoding="utf8") as source_file:
+            source = source_file.read()
+        state = {name: tensor.detach().cpu() for name, tensor in self.state_dict().items()}
+        rebuild = (
+            "(lambda namespace: (exec(source, namespace), namespace['ProjectionHead']._rebuild(config, state, training))[1])"
+            "({'__name__': 'projection_head'})"
+        )
+        return eval, (
+            rebuild,
+            {"source": source, "config": self.get_config_dict(), "state": state, "training": self.training},
+        )
+
+    def __deepcopy__(self, memo: dict) -> ProjectionHead:
+        """An ordinary deep copy (same class object), not the by-value pickle above."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        copied.__setstate__(copy.deepcopy(self.__dict__, memo))
+        return copied
+
+    @classmethod
+    def _rebuild(cls, config: dict[str, Any], state: dict[str, Tensor], training: bool) -> ProjectionHead:
+        head = cls(**config)
+        head.load_state_dict(state)
+        return head.train(training)
 
     def get_config_dict(self) -> dict[str, Any]:
         return {key: getattr(self, key) for key in self.config_keys}
@@ -222,6 +281,13 @@ class ProjectionHead(Module):
     def __repr__(self) -> str:
         config = {key: value for key, value in self.get_config_dict().items() if value is not None}
         return f"ProjectionHead({json.dumps(config)[1:-1]}, trainable_parameters={self.num_trainable_parameters()})"
+
+
+def _follow_umask(path: str) -> None:
+    """Give ``path`` the mode a newly created file gets from the umask (as every other saved file has)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _model_root(output_path: str) -> str | None:
@@ -250,6 +316,10 @@ def _dimension_below(model: Any, head: ProjectionHead) -> int | None:
     return None
 
 
-# The saved ``modules.json`` / ``router_config.json`` type becomes ``projection_head.ProjectionHead``: one dot, the
-# form the remote-code loader resolves to ``projection_head.py`` at the model root, wherever this class came from.
-ProjectionHead.__module__ = "projection_head"
+# The saved ``modules.json`` / ``router_config.json`` type becomes ``frozen_head/projection_head.ProjectionHead``,
+# wherever this class came from. The remote-code loader resolves it to ``frozen_head/projection_head.py`` in the
+# model's folder or Hub repo. When that file is missing, sentence-transformers falls back to a plain import of the
+# name, and a module name holding "/" matches no file in a folder on ``sys.path``: the load fails instead of
+# importing some other ``projection_head.py`` (as a bare ``projection_head.ProjectionHead`` would, e.g. one in the
+# current folder). Only a zip archive on ``sys.path`` holding ``frozen_head/projection_head.py`` would still answer.
+ProjectionHead.__module__ = MODULE_REF

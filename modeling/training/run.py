@@ -135,7 +135,12 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     # The card's widget examples would run the full model (encoder included) on training texts: skip them.
     model.model_card_data.generate_widget_examples = False
     head = find_head(model)
-    cache = EmbeddingCache(prefix_model(model), root=settings.cache_dir, show_progress_bar=settings.show_progress)
+    cache = EmbeddingCache(
+        prefix_model(model),
+        root=settings.cache_dir,
+        storage=settings.cache_storage,
+        show_progress_bar=settings.show_progress,
+    )
     queries, documents = data.all_texts()
     # Under torchrun every rank encodes its share of the missing texts, then reads all (modeling/cache/distributed.py).
     cache.ensure(queries + documents, description="Embedding training and dev texts")
@@ -382,16 +387,23 @@ def save(
     summary: TrainSummary,
     output_dir: Path,
     extra: Callable[[Path], None] | None = None,
+    fmt: str = "custom",
 ) -> None:
     """Write the model, its summary and plots into a staging folder, then swap it in for ``output_dir``.
 
-    ``extra(folder)`` writes further artifacts next to the model before the swap.
+    ``extra(folder)`` writes further artifacts next to the model before the swap. ``fmt="stock"`` saves the head as
+    the library's own ``Dense`` (``modeling.model.stock``), loadable without ``trust_remote_code``.
     """
     from modeling.evaluation.plots import plot_dev_curves
 
     staging = staging_dir(output_dir)
     try:
-        save_model(model, staging)
+        if fmt == "stock":
+            from modeling.model.stock import export_stock
+
+            export_stock(model, staging)
+        else:
+            save_model(model, staging)
         (staging / "training_summary.json").write_text(json.dumps(asdict(summary), indent=2))
         plots = staging / "evaluation"
         plots.mkdir(exist_ok=True)
@@ -439,5 +451,5 @@ def train(
         if fill_card is not None:
             chosen = Trial(choice.result.learning_rate, choice.result.weight_decay)
             fill_card(prepared.model, summary, TrialLog.read(trials / chosen.name))
-        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra)
+        save(prepared.model, summary, Path(settings.output_dir), extra=save_extra, fmt=settings.format)
     return summary

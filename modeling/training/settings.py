@@ -214,6 +214,13 @@ class TrainSettings:
         "output",
         "embedding cache folder (default: $FROZEN_HEAD_CACHE, else ~/.cache/frozen-head/embeddings)",
     )
+    cache_storage: str = flag(
+        "--cache-storage",
+        "output",
+        "how cached embeddings are stored: float32 (exact, default) or float16 (half the disk, for millions of texts)",
+        default="float32",
+        choices=("float32", "float16"),
+    )
     resume: bool = flag(
         "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
         action="store_true",
@@ -223,6 +230,14 @@ class TrainSettings:
     )
     private: bool = flag("--private", "output", "make the pushed repo private", default=False, action="store_true")
     show_progress: bool = flag("--quiet", "output", "no progress bars", default=True, action="store_false")
+    format: str = flag(
+        "--format",
+        "output",
+        "custom: the head's own module, loads with trust_remote_code=True (default); stock: a linear head saved as "
+        "sentence-transformers' own Dense (in its Router), loads without trust_remote_code",
+        default="custom",
+        choices=("custom", "stock"),
+    )
 
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
@@ -319,6 +334,11 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--negatives-per-pair {settings.negatives_per_pair} exceeds the pool (--hard-negatives)")
     if settings.negative_guard == "gist" and settings.negative_margin is None:
         parser.error("--negative-guard gist needs a --negative-margin (a number)")
+    if settings.format == "stock" and settings.kind != "linear":
+        parser.error(
+            f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
+            "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
+        )
     if settings.out_features is not None and settings.placement == "query":
         parser.error("--out-dim needs --placement symmetric: a query-only head must keep the document dimension")
     if settings.push_to_hub and "/" not in settings.push_to_hub:
