@@ -55,6 +55,8 @@ TRAINING_LABELS = {
     "weight_decays_tried": "Weight decays tried",
     "interpolation_toward_trained_head": "Interpolation from the identity to the trained head (chosen on dev)",
     "refit": "Final fit",
+    "hard_negatives": "Hard negatives",
+    "hybrid": "Hybrid with BM25",
     "best_epoch": "Epoch chosen on dev",
     "dev_queries": "Dev queries",
     "seed": "Seed",

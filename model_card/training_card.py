@@ -45,6 +45,16 @@ class TrainingCard:
         return prepare_card(model, head_info={"encoder": encoder} if encoder else None, training_info=info)
 
 
+def hybrid_text(hybrid: dict) -> str | None:
+    """One line on the hybrid's weight (hybrid.json), or None."""
+    if "dense_weight" not in hybrid:
+        return None
+    return (
+        f"dense weight {hybrid['dense_weight']:g} with BM25 (convex, min-max), chosen on the {hybrid.get('source', 'dev split')}"
+        f" (dev nDCG@10 {hybrid.get('dev_ndcg@10', float('nan')):.4f}); saved as `hybrid.json`, which `evaluate.py` uses"
+    )
+
+
 def training_info(summary: Any) -> dict[str, Any]:
     """``prepare_card``'s ``training_info`` from a ``TrainSummary`` (attributes read leniently)."""
     get = lambda name, default=None: getattr(summary, name, default)
@@ -73,6 +83,8 @@ def training_info(summary: Any) -> dict[str, Any]:
         "kept_identity": kept_identity,
         "interpolation_toward_trained_head": get("interpolation"),
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
+        "hard_negatives": get("hard_negatives") or None,
+        "hybrid": hybrid_text(get("hybrid") or {}),
     }
     if kept_identity:
         info["outcome"] = "no trial beat the bare encoder on dev: the head was kept at its identity start"

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 ROOT_FILES = (
     "modules.json",
+    "hybrid.json",  # the fusion weight with BM25 that training chose on dev (read by evaluate.py)
     "config_sentence_transformers.json",
     "sentence_bert_config.json",
     "config.json",

@@ -168,6 +168,7 @@ def test_torchrun_two_processes_finishes(tmp_path, encoder_dir):
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
         str(REPO / "train.py"), "--encoder", str(encoder_dir), "--data", str(data), "--output-dir", str(output),
         "--cache-dir", str(tmp_path / "cache"), "--quiet", "--epochs", "2", "--learning-rate", "3e-3", "--weight-decay", "0", "--batch-size", "16",
+        "--hard-negatives", "0",  # on this tiny random encoder, 2 epochs with hard negatives keep the identity on dev
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

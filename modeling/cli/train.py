@@ -117,6 +117,13 @@ def main(argv: list[str] | None = None) -> int:
             f"encoder; by-document dev nDCG@10 {summary.trained_dev_unseen or float('nan'):.4f} (bare "
             f"{summary.base_dev_unseen or float('nan'):.4f}); candidates vetoed there: {len(summary.vetoes)}"
         )
+    if summary.selection:
+        print(f"selection: {summary.selection}")
+    if summary.hybrid:
+        print(
+            f"hybrid with BM25: dense weight {summary.hybrid['dense_weight']:g} chosen on dev "
+            f"(nDCG@10 {summary.hybrid['dev_ndcg@10']:.4f}), saved as hybrid.json for evaluate.py"
+        )
     print(
         f"encoder calls this run: {summary.encoder_calls} texts ({summary.cached_texts} cached in total); {summary.seconds:.0f} s"
     )

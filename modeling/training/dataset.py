@@ -79,40 +79,20 @@ def labelled_dataset(data: TrainingData, seed: int = 0) -> Dataset:
     )
 
 
-def training_dataset(data: TrainingData, loss: str, hard_negatives: int, twin, seed: int = 0) -> Dataset:
-    """The rows for ``loss``; ``hard_negatives`` mined negatives per pair are added after any given ones."""
+def training_dataset(data: TrainingData, loss: str, negatives, twin, seed: int = 0) -> Dataset:
+    """The rows for ``loss``; hard negatives (``HardNegatives``, or an int K: the static top K) are added as
+    columns after any given negatives, redrawn from each pair's pool every epoch (``epoch_callbacks``)."""
+    from modeling.training.negatives import HardNegatives, cache_embedder, epoch_negatives
+
     if LOSSES[loss].labelled:
         return labelled_dataset(data, seed=seed)
     rows = ranking_dataset(data, seed=seed)
-    if hard_negatives <= 0:
+    if isinstance(negatives, int):
+        negatives = HardNegatives(negatives, negatives, None) if negatives > 0 else None
+    if negatives is None:
         return rows
-    from sentence_transformers.util import mine_hard_negatives
-
-    pairs = rows.select_columns(["query", "positive"])
-    # Mined with the frozen base (the head is still the identity here), served from the cache: no encoder call.
-    # A query's other positives are never taken as its negatives: mine_hard_negatives excludes all positives of an
-    # anchor that appears in several rows, and every positive of a query is a row here.
-    mined = mine_hard_negatives(
-        pairs,
-        twin,
-        corpus=data.corpus,
-        num_negatives=hard_negatives,
-        range_min=0,
-        relative_margin=0.05,
-        sampling_strategy="top",
-        output_format="n-tuple",
-        batch_size=512,
-        verbose=False,
-    )
-    given_columns = [c for c in rows.column_names if c.startswith("negative_")]
-    if not given_columns:
-        return mined
-    given = {(row["query"], row["positive"]): [row[c] for c in given_columns] for row in rows}
-    mined_columns = [c for c in mined.column_names if c not in ("query", "positive")]
-    columns = {"query": mined["query"], "positive": mined["positive"]}
-    keys = list(zip(mined["query"], mined["positive"]))
-    for k, name in enumerate(given_columns):
-        columns[f"negative_{k + 1}"] = [given[key][k] for key in keys]
-    for k, name in enumerate(mined_columns):
-        columns[f"negative_{len(given_columns) + k + 1}"] = mined[name]
-    return Dataset.from_dict(columns)
+    # Mined with the frozen base from the cache (no encoder call); a query's positives are never in its pool.
+    given = sum(1 for c in rows.column_names if c.startswith("negative_"))
+    return epoch_negatives(
+        rows, data.corpus, cache_embedder(twin[0].cache), negatives, seed, first_column=given + 1
+    ).dataset

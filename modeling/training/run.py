@@ -35,9 +35,12 @@ from modeling.model.layout import ModelLayout
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
 from modeling.training.distill import DistillResult, distill
+from modeling.training.hybrid import HybridChoice, choose_hybrid, save_hybrid
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
+from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
+from modeling.training.selection import PooledChoice, carve_seeds, pooled_choice, recarve, vetoed
 from modeling.training.settings import TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
 
@@ -97,6 +100,9 @@ class TrainSummary:
     vetoes: list[str] = field(default_factory=list)  # candidates the by-document dev half ruled out
     distill_epochs: int | None = None  # distill: the student's epochs, chosen on dev
     distill_seconds: float | None = None
+    hard_negatives: str = ""  # how they were drawn, or empty when off
+    hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
+    selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
 
 
 class CollapseError(RuntimeError):
@@ -137,6 +143,7 @@ class Choice:
     trained_dev: dict[str, float] = field(default_factory=dict)
     trained_dev_unseen: float = float("nan")
     vetoes: list[str] = field(default_factory=list)
+    selection: str = ""
 
 
 def is_main_process() -> bool:
@@ -185,7 +192,9 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
         layout.document_head.requires_grad_(False)  # documents keep the PCA start: only queries move
     trained = layout.container if settings.layout == "routes" else layout.head
     twin = cached_twin(model, cache)
-    dataset = training_dataset(data, settings.loss, settings.hard_negatives, twin, seed=settings.seed)
+    if settings.negative_guard == "gist":
+        base_guide(twin, encoder)  # the GIST loss's guide: the frozen base over the twin's cached input
+    dataset = training_dataset(data, settings.loss, settings.negatives(), twin, seed=settings.seed)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if len(dataset) < settings.batch_size * world_size:
         raise ValueError(
@@ -239,6 +248,63 @@ def run_grid(prepared: Prepared, settings: TrainSettings, grid: list[Trial]) -> 
     return results, states
 
 
+def unseen_dev_scores(prepared: Prepared, data: TrainingData, state: dict) -> list[float]:
+    """Per-query dev nDCG@10 of the head in ``state`` on the by-document half of dev (documents training never saw)."""
+    from modeling.evaluation.metrics import MAIN_METRIC, per_query_metrics
+    from modeling.training.hybrid import dense_run
+
+    qids = sorted(data.dev_unseen)
+    prepared.head.load_state_dict(state)
+    run = dense_run(prepared.twin, {q: data.dev_queries[q] for q in qids}, data.dev_corpus)
+    scored = per_query_metrics({q: {doc: 1 for doc in data.dev_relevant[q]} for q in qids}, run)
+    return [scored[q][MAIN_METRIC] for q in qids]
+
+
+def unseen_vetoes(prepared: Prepared, data: TrainingData, states: list[dict], candidates: list[int]) -> set[int]:
+    """Trials below the bare encoder on the unseen-document half of dev beyond noise (1.64 standard errors of the
+    per-query difference): kept from being chosen for gains that are only memorised training documents."""
+    if not data.dev_unseen:
+        return set()
+    base = unseen_dev_scores(prepared, data, prepared.start_state)  # the identity head: the bare encoder
+    return {i for i in candidates if vetoed(unseen_dev_scores(prepared, data, states[i]), base)}
+
+
+def pool_carves(
+    prepared: Prepared, settings: TrainSettings, data: TrainingData, results: list[TrialResult]
+) -> PooledChoice | None:
+    """Run the grid on ``settings.selection_carves - 1`` more carves of the training queries and pick the (learning
+    rate, decay, epoch) with the best dev nDCG@10 averaged over all carves. None for a given dev split."""
+    if settings.selection_carves <= 1 or not data.dev_carved:
+        return None
+    histories = {(r.learning_rate, r.weight_decay): [r.dev_history] for r in results if not r.stopped}
+    for seed in carve_seeds(settings.seed, settings.selection_carves)[1:]:
+        carve = recarve(data, settings.dev_fraction, seed)
+        dataset = training_dataset(carve, settings.loss, settings.negatives(), prepared.twin, settings.seed)
+        evaluator = dev_evaluator(carve.dev_queries, carve.dev_corpus, carve.dev_relevant)
+        guard_pairs = probe_pairs(carve.dev_queries, carve.dev_corpus, carve.dev_relevant, seed=settings.seed)
+        for trial in settings.grid():
+            prepared.head.load_state_dict(prepared.start_state)
+            result = run_trial(
+                prepared.twin, prepared.head, dataset, evaluator, guard_pairs, settings, trial,
+                trials_dir(settings) / f"carve-{seed}" / trial.name,
+            )  # fmt: skip
+            key = (trial.learning_rate, trial.weight_decay)
+            if key in histories and not result.stopped:
+                histories[key].append(result.dev_history)
+            else:
+                histories.pop(key, None)
+    histories = {key: curves for key, curves in histories.items() if len(curves) == settings.selection_carves}
+    if not histories:
+        return None
+    pooled = pooled_choice(histories)
+    logger.info(
+        "dev nDCG@10 averaged over %d carves: learning rate %g, weight decay %g, epoch %g (mean %.4f; per carve %s)",
+        settings.selection_carves, *pooled.key, pooled.epoch, pooled.mean_dev,
+        ", ".join(f"{v:.4f}" for v in pooled.per_carve),
+    )  # fmt: skip
+    return pooled
+
+
 def choose_interpolation(head, start: dict, end: dict, evaluator, twin) -> tuple[float, float]:
     """The largest interpolation weight whose dev nDCG@10 is within ``DEV_NOISE`` of the best."""
     scores = {}
@@ -268,8 +334,14 @@ def vetoed_state(prepared: Prepared, state: dict, label: str, vetoes: list[str])
     return veto, score
 
 
-def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict]) -> Choice:
+def choose(
+    prepared: Prepared, settings: TrainSettings, results: list[TrialResult], states: list[dict],
+    data: TrainingData | None = None, pooled: PooledChoice | None = None,
+) -> Choice:  # fmt: skip
     """The best usable trial on dev, its interpolation, or the start when nothing beats it.
+
+    With ``pooled`` (``--selection-carves`` > 1) the pooled trial and epoch come first. With ``--unseen-veto`` trials
+    below the bare encoder on the by-document half of dev beyond 1.64 standard errors are passed over.
 
     Trials are tried best dev first; one whose by-document dev half ``unseen_veto`` rules out is passed over (for
     a reduced model also each smaller interpolation toward its start is tried first). The start (identity, or PCA
@@ -280,11 +352,33 @@ def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResul
     if not usable:
         reasons = "\n".join(f"- lr {r.learning_rate:g}, weight decay {r.weight_decay:g}: {r.guard}" for r in results)
         raise CollapseError(f"Every training run was stopped by the collapse guard:\n{reasons}")
+    notes: list[str] = []
+    ruled_out = unseen_vetoes(prepared, data, states, usable) if data is not None and settings.unseen_veto else set()
+    if ruled_out:
+        names = ", ".join(f"lr {results[i].learning_rate:g} wd {results[i].weight_decay:g}" for i in sorted(ruled_out))
+        notes.append(f"vetoed (below the bare encoder on unseen-document dev queries beyond 1.64 SE): {names}")
+        logger.info(notes[-1])
+    allowed = [i for i in usable if i not in ruled_out]
+    order = sorted(allowed, key=lambda i: -results[i].best_dev)
+    pooled_index = None
+    if pooled is not None:
+        pooled_index = next(
+            (i for i in allowed if (results[i].learning_rate, results[i].weight_decay) == pooled.key), None
+        )
+        if pooled_index is not None:
+            order.remove(pooled_index)
+            order.insert(0, pooled_index)
+            notes.append(
+                f"setting and epoch chosen by dev nDCG@10 averaged over {len(pooled.per_carve)} carves "
+                f"({pooled.mean_dev:.4f}; per carve " + ", ".join(f"{v:.4f}" for v in pooled.per_carve) + ")"
+            )
+    selection = "; ".join(notes)
     head, start = prepared.head, prepared.start_state
     has_start = prepared.init in ("identity", "pca")
     floor = prepared.base_dev if prepared.init == "identity" else prepared.start_dev
     vetoes: list[str] = []
-    for index in sorted(usable, key=lambda i: -results[i].best_dev):
+    for index in order:
+        result = replace(results[index], best_epoch=pooled.epoch) if index == pooled_index else results[index]
         interpolation, best_dev = 1.0, results[index].best_dev
         if settings.interpolate and has_start:
             interpolation, best_dev = choose_interpolation(
@@ -299,17 +393,37 @@ def choose(prepared: Prepared, settings: TrainSettings, results: list[TrialResul
             )
             if not veto:
                 trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
-                return Choice(index, results[index], states[index], t, False, trained_dev, unseen, vetoes)
+                return Choice(index, result, states[index], t, False, trained_dev, unseen, vetoes, selection)
+    candidates = allowed or usable
     if not has_start:  # a random start is no candidate: keep the best trial as it is
-        index = max(usable, key=lambda i: results[i].best_dev)
+        index = max(candidates, key=lambda i: results[i].best_dev)
         head.load_state_dict(states[index])
         unseen = unseen_score(prepared.unseen_evaluator, prepared.twin)
         return Choice(index, results[index], states[index], 1.0, False, dev_metrics(prepared.evaluator, prepared.twin),
-                      unseen, vetoes)  # fmt: skip
+                      unseen, vetoes, selection)  # fmt: skip
     head.load_state_dict(start)
-    index = max(usable, key=lambda i: results[i].best_dev)
+    index = max(candidates, key=lambda i: results[i].best_dev)
     trained_dev = dev_metrics(prepared.evaluator, prepared.twin)
-    return Choice(index, results[index], states[index], 0.0, True, trained_dev, prepared.start_dev_unseen, vetoes)
+    return Choice(
+        index, results[index], states[index], 0.0, True, trained_dev, prepared.start_dev_unseen, vetoes, selection
+    )
+
+
+def choose_fusion(twin: SentenceTransformer, data: TrainingData) -> HybridChoice | None:
+    """The convex weight of this model + BM25 on the dev split, with the chosen head (before any refit, like the
+    other dev choices). None when dev has no judged query."""
+    origin = "carved from the training queries" if data.dev_carved else "the data's dev split"
+    source = f"dev split of training ({len(data.dev_queries)} queries, {origin})"
+    try:
+        choice = choose_hybrid(twin, data.dev_queries, data.dev_corpus, data.dev_relevant, source)
+    except ValueError as error:
+        logger.info("no hybrid weight chosen: %s", error)
+        return None
+    logger.info(
+        "hybrid with BM25: dense weight %g chosen on dev (nDCG@10 %.4f; best %g, one standard error %.4f)",
+        choice.dense_weight, choice.dev_ndcg, choice.best_weight, choice.standard_error,
+    )  # fmt: skip
+    return choice
 
 
 def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice) -> bool:
@@ -321,9 +435,7 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
     head, start = prepared.head, prepared.start_state
     head.load_state_dict(start)
     trial = Trial(best.learning_rate, best.weight_decay, stop_after_epoch=math.ceil(best.best_epoch))
-    full = training_dataset(
-        data.with_dev_merged(), settings.loss, settings.hard_negatives, prepared.twin, settings.seed
-    )
+    full = training_dataset(data.with_dev_merged(), settings.loss, settings.negatives(), prepared.twin, settings.seed)
     result = run_trial(
         prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
         trials_dir(settings) / trial.name,
@@ -450,7 +562,7 @@ def refit_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
 
 def summarize(
     data: TrainingData, settings: TrainSettings, prepared: Prepared, results: list[TrialResult], choice: Choice,
-    refitted: bool, started: float,
+    refitted: bool, started: float, hybrid: HybridChoice | None = None,
 ) -> TrainSummary:  # fmt: skip
     kept = choice.kept_identity
     return TrainSummary(
@@ -482,6 +594,16 @@ def summarize(
         start_dev=prepared.start_dev if prepared.reduced else {},
         trained_dev_unseen=_finite(choice.trained_dev_unseen),
         vetoes=choice.vetoes,
+        hard_negatives=""
+        if settings.negatives() is None
+        else settings.negatives().describe()
+        + (
+            f"; GISTEmbedLoss guide: the frozen base, margin {settings.negative_margin:g}"
+            if settings.negative_guard == "gist"
+            else ""
+        ),
+        hybrid={} if hybrid is None else hybrid.to_json(),
+        selection=choice.selection,
     )
 
 
@@ -515,6 +637,8 @@ def save(
         plots = staging / "evaluation"
         plots.mkdir(exist_ok=True)
         plot_dev_curves(summary.trials, summary.base_dev[SELECTION_METRIC], plots / "training-dev-curves.png")
+        if summary.hybrid:
+            save_hybrid(summary.hybrid, staging)
         if extra is not None:
             extra(staging)
         swap_in(staging, output_dir)
@@ -550,10 +674,12 @@ def train(
     grid_settings = replace(settings, placement="query", out_features=None, init=None) if distilling else settings
     prepared = prepare(data, grid_settings, None if distilling else model_card_data)
     results, states = run_grid(prepared, grid_settings, settings.grid())
-    choice = choose(prepared, grid_settings, results, states)
+    pooled = pool_carves(prepared, grid_settings, data, results)
+    choice = choose(prepared, grid_settings, results, states, data, pooled)
     student = distill_student(prepared, settings, data, choice, model_card_data) if distilling else None
+    hybrid = choose_fusion(prepared.twin if student is None else student.twin, data)
     refitted = refit(prepared, grid_settings, data, choice)
-    summary = summarize(data, settings, prepared, results, choice, refitted, started)
+    summary = summarize(data, settings, prepared, results, choice, refitted, started, hybrid)
     model = prepared.model
     if student is not None:
         refit_student(prepared, settings, data, student, refitted)

@@ -27,6 +27,7 @@ from modeling.model.projection_head import ProjectionHead
 from modeling.training.collapse_guard import CollapseGuard, GuardVerdict
 from modeling.training.dev import DEV_METRIC
 from modeling.training.losses import LOSSES, make_loss
+from modeling.training.negatives import base_guide, epoch_callbacks, gist_loss
 from modeling.training.settings import TrainSettings, Trial
 
 logger = logging.getLogger(__name__)
@@ -140,6 +141,13 @@ def read_trial(head: ProjectionHead, directory: Path) -> TrialResult | None:
     return TrialResult(**stored)
 
 
+def trial_loss(twin: SentenceTransformer, settings: TrainSettings):
+    """The registry's loss, or the ranking loss guarded by the frozen base (``--negative-guard gist``)."""
+    if settings.negative_guard == "gist" and not LOSSES[settings.loss].labelled:
+        return gist_loss(twin, base_guide(twin), settings.scale, settings.negative_margin or 0.0)
+    return make_loss(settings.loss, twin, settings.scale)
+
+
 def run_trial(
     twin: SentenceTransformer,
     head: ProjectionHead,
@@ -179,11 +187,12 @@ def run_trial(
     use_indexed_sampler(args)  # NoDuplicates by text id: the library's batches without reading dataset[i] per row
     recorder = TrialLogCallback(twin)
     callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])
+    callbacks += epoch_callbacks(dataset)  # per-epoch hard negatives: redraw before each epoch's batches
     trainer = SentenceTransformerTrainer(
         model=twin,
         args=args,
         train_dataset=dataset,
-        loss=make_loss(settings.loss, twin, settings.scale),
+        loss=trial_loss(twin, settings),
         evaluator=None if refit else evaluator,
         callbacks=callbacks,
     )
