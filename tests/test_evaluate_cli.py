@@ -193,3 +193,20 @@ def test_card_gets_the_table_and_plots(tmp_path, capsys, head_model, cache_root)
     card = (head_model / "README.md").read_text()
     assert "## Evaluation" in card and "toy" in card
     assert "evaluation/toy-test-scores.png" in card and "evaluation/toy-test-ndcg10-change.png" in card
+
+
+def test_a_symmetric_model_embeds_the_corpus_through_its_head(tmp_path, capsys, tiny, cache_root):
+    """A head on both sides moves documents too: evaluate re-embeds the corpus and says so."""
+    model = build_model(tiny, placement="symmetric")
+    with torch.no_grad():
+        for parameter in find_head(model).parameters():
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
+    path = save_model(model, tmp_path / "symmetric")
+    data = tiny_beir(tmp_path / "toy")
+    out = tmp_path / "o"
+    code, _, stderr = run_cli(
+        capsys, "--model", path, "--trust-remote-code", "--data", data, "--cache-dir", cache_root, "--output-dir", out
+    )
+    assert code == 0, stderr
+    results = json.loads((out / "toy-test.json").read_text())
+    assert results["model"]["documents"] == "symmetric head: corpus embedded through the document side of the model"

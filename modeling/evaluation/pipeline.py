@@ -35,6 +35,7 @@ from modeling.evaluation.search import check_score, exact_search, to_run
 from modeling.evaluation.slices import DEFINITION, SLICES, seen_unseen
 from modeling.evaluation.systems import DenseEncoder, bare_encoder, documents_shared, has_head, load_model
 from modeling.model.build import encoder_display_name
+from modeling.model.layout import ModelLayout
 
 logger = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def _search(prepared: Prepared, queries: Any, system: DenseSystem) -> tuple[Any,
 
 
 def embed_corpus(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, DenseSystem], str | None]:
-    """The corpus through the bare encoder and, for a symmetric head, through the trained model too."""
+    """The corpus through the bare encoder and, when the model moves documents too, through the trained model."""
     config, doc_texts = prepared.config, list(prepared.data.corpus.values())
     bare = DenseEncoder(bare_encoder(prepared.model), cache, config.batch_size)
     bare_docs = bare.encode(doc_texts, "document", config.document_prompt, "Corpus")
@@ -250,7 +251,9 @@ def embed_corpus(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, D
     if documents_shared(prepared.model, trained, bare, doc_texts[:16], config.document_prompt):
         note, docs = "query-only head: document embeddings shared with the bare encoder (not re-embedded)", bare_docs
     else:
-        note = "symmetric head: corpus embedded through the head"
+        placement = ModelLayout.of(prepared.model).placement
+        routes = "query and document heads" if placement == "routes" else f"{placement} head"
+        note = f"{routes}: corpus embedded through the document side of the model"
         docs = trained.encode(doc_texts, "document", config.document_prompt, "Corpus (trained)")
     return {"trained": DenseSystem(trained, docs), **systems}, note
 
