@@ -6,6 +6,7 @@ import copy
 import logging
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -137,3 +138,17 @@ def test_cache_storage_flag_reaches_train_and_evaluate():
     with pytest.raises(SystemExit):
         parse_settings(["--cache-storage", "int8"])
     assert evaluate_args(["--cache-storage", "float16"]).cache_storage == "float16"
+
+
+def test_temp_files_of_killed_writers_are_removed_when_old(tmp_path):
+    """A kill mid-write leaves ``.<shard>.<uuid>.tmp``; the next store removes it once it is an hour old, never a
+    fresh one (another process may be writing it now)."""
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    old, fresh = folder / ".a.emb.npy.0.tmp", folder / ".b.emb.npy.1.tmp"
+    old.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    two_hours_ago = time.time() - 2 * shard_store.STALE_TEMPORARY_SECONDS
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    ShardStore(folder)
+    assert not old.exists() and fresh.exists()

@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 KEYS_SUFFIX = ".keys.npy"
 EMB_SUFFIX = ".emb.npy"
 MAX_OPEN = 128  # shard files kept open (10M rows are 1,000 shards; the usual limit is 1,024 descriptors)
+# A temp file is written by one np.save call, seconds at most: one this old was left by a killed writer.
+STALE_TEMPORARY_SECONDS = 3600
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -120,6 +122,18 @@ class ShardStore:
         self._row_of = np.empty(0, dtype=np.int32)
         self._seen: set[str] = set()
         self._open_files: dict[int, None] = {}  # shards with an open file, least recently used first
+        self._remove_stale_temporaries()
+
+    def _remove_stale_temporaries(self) -> None:
+        """Delete temp files that killed writers left behind (never a live writer's: only ones an hour old)."""
+        cutoff = time.time() - STALE_TEMPORARY_SECONDS
+        for temporary in self.directory.glob(".*.tmp"):
+            try:
+                if temporary.stat().st_mtime < cutoff:
+                    temporary.unlink()
+                    logger.info("removed %s, left by an interrupted cache write", temporary)
+            except OSError:
+                pass  # another process removed it first
 
     def __len__(self) -> int:
         return len(self._keys)
