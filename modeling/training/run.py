@@ -59,8 +59,8 @@ def unseen_veto(candidate: float, bare: float, start: float, reduced: bool) -> b
 
     Reduced models (issue 13): below the bare encoder by more than ``UNSEEN_TOLERANCE``, and below the start it
     would fall back to by more than that too (a PCA start is itself below the bare encoder there, by 0.05 on
-    SciFact at 128 dimensions: vetoing everything in favour of it would protect nothing). Full width: no veto yet;
-    the noise-aware per-query rule of ``modeling.training.selection.vetoed`` (branch ``quality``) goes here.
+    SciFact at 128 dimensions: vetoing everything in favour of it would protect nothing). Full width: no veto here;
+    ``--unseen-veto`` adds the noise-aware per-query rule (``unseen_vetoes``) for every model.
     """
     if not reduced or math.isnan(candidate):
         return False
