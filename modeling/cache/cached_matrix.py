@@ -22,6 +22,18 @@ DEFAULT_CHUNK_ROWS = 16384  # rows per block read by the streaming callers (24 M
 Transform = Callable[[Tensor], Tensor]
 
 
+class ReadCounter:
+    """Rows read in all, and the most read at once."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.largest = 0
+
+    def add(self, count: int) -> None:
+        self.rows += count
+        self.largest = max(self.largest, count)
+
+
 class CachedMatrix:
     """Rows of ``texts`` (under ``prompt``) from ``cache``, passed through ``transform`` block by block.
 
@@ -37,6 +49,14 @@ class CachedMatrix:
     ``m[a:b]`` and ``m[indices]`` return float32 tensors; ``rows_read`` and ``largest_read`` count what was read
     (the tests' proof that the whole matrix was never read at once).
     """
+
+    @property
+    def rows_read(self) -> int:
+        return self.reads.rows
+
+    @property
+    def largest_read(self) -> int:
+        return self.reads.largest
 
     def __init__(
         self,
@@ -58,8 +78,7 @@ class CachedMatrix:
             self.texts = list(texts)
             located = (np.zeros(len(self.texts), dtype=np.int32), np.arange(len(self.texts)))
         self.shards, self.rows = located if located is not None else cache.locate(list(texts), prompt)
-        self.rows_read = 0
-        self.largest_read = 0
+        self.reads = ReadCounter()
         self._width: int | None = None
 
     def map(self, transform: Transform) -> CachedMatrix:
@@ -67,7 +86,7 @@ class CachedMatrix:
         inner = self.transform
         composed = transform if inner is None else (lambda rows: transform(inner(rows)))
         view = CachedMatrix(self.cache, (), self.prompt, composed, self.chunk_rows, (self.shards, self.rows))
-        view.texts = self.texts
+        view.texts, view.reads = self.texts, self.reads  # one counter for the rows and every view of them
         return view
 
     def __len__(self) -> int:
@@ -95,8 +114,7 @@ class CachedMatrix:
         return self._read(positions)
 
     def _read(self, positions: np.ndarray) -> Tensor:
-        self.rows_read += len(positions)
-        self.largest_read = max(self.largest_read, len(positions))
+        self.reads.add(len(positions))
         if len(positions) == 0:
             return torch.empty(0, self._width or 0)
         if self.texts is not None:

@@ -101,10 +101,10 @@ def mine_pools(
         threshold = None
         if margin is not None:
             positive_scores = torch.empty(rows)
-            for start in range(0, rows, block):
-                q = queries[start : start + block]
-                positive_rows = document_embeddings[list(row_positives[start : start + block])].float()
-                positive_scores[start : start + block] = (query_embeddings[q].float() * positive_rows).sum(1)
+            for start in range(0, rows, width):  # gathers of at most a corpus block
+                q = queries[start : start + width]
+                positive_rows = document_embeddings[list(row_positives[start : start + width])].float()
+                positive_scores[start : start + width] = (query_embeddings[q].float() * positive_rows).sum(1)
             threshold = positive_scores - margin
         for doc_start in range(0, total, width):
             documents = document_embeddings[doc_start : doc_start + width].float()
