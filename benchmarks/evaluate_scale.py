@@ -99,7 +99,7 @@ def main() -> None:
         started = time.perf_counter()
         qrels = fill(cache, args.docs, args.queries, args.dim, args.noise, seed=0)
         write_s = time.perf_counter() - started
-        corpus = {f"d{i}": f"d{i}" for i in range(args.docs)}  # id = text: one string object per document
+        corpus = {text: text for text in (f"d{i}" for i in range(args.docs))}  # id = text: one string a document
         queries = {qid: qid for qid in qrels}
         data = IRData("synthetic", corpus, queries, qrels)
         config = pipeline.EvaluationConfig(
