@@ -48,7 +48,9 @@ def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
-def fill(cache: EmbeddingCache, docs: int, queries: int, dim: int, noise: float, seed: int) -> dict[str, dict[str, int]]:
+def fill(
+    cache: EmbeddingCache, docs: int, queries: int, dim: int, noise: float, seed: int
+) -> dict[str, dict[str, int]]:
     """Synthetic rows into the cache shard by shard (never all in memory); returns the qrels."""
     rng = np.random.default_rng(seed)
     targets = rng.integers(0, docs, queries)

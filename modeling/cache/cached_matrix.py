@@ -4,8 +4,9 @@ Search, FAISS index building, pair scoring and hard-negative mining need ``len()
 the corpus embeddings, never all of them at once. This view resolves each text to its ``(shard, row)`` once (8
 bytes a text) and reads only the rows asked for (``ShardStore.gather``: ``pread`` through the page cache, nothing
 counted in the process's memory), so a process holds one block of the corpus, not the corpus.
-Hand-written because the rows of N texts lie scattered over append-only shards in key order: neither a numpy
-memory map nor a torch tensor can present them as one matrix in the texts' order.
+Hand-written because the rows of N texts lie scattered over append-only shards (in the order they were written,
+found through a sorted key index): neither a numpy memory map nor a torch tensor can present them as one matrix in
+the texts' order.
 """
 
 from __future__ import annotations
@@ -50,14 +51,6 @@ class CachedMatrix:
     (the tests' proof that the whole matrix was never read at once).
     """
 
-    @property
-    def rows_read(self) -> int:
-        return self.reads.rows
-
-    @property
-    def largest_read(self) -> int:
-        return self.reads.largest
-
     def __init__(
         self,
         cache: Any,
@@ -91,6 +84,14 @@ class CachedMatrix:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    @property
+    def rows_read(self) -> int:
+        return self.reads.rows
+
+    @property
+    def largest_read(self) -> int:
+        return self.reads.largest
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -324,7 +324,9 @@ def score_queries(
     per_query: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
     for block in range(0, len(query_ids), config.search_batch):
         count = min(config.search_batch, len(query_ids) - block)
-        hits = {name: _search(prepared, system.queries[block : block + count], system) for name, system in dense.items()}
+        hits = {
+            name: _search(prepared, system.queries[block : block + count], system) for name, system in dense.items()
+        }
         for start in range(block, block + count, config.query_batch):
             ids = query_ids[start : min(start + config.query_batch, block + count)]
             rows = slice(start - block, start - block + len(ids))

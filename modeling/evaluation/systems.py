@@ -110,7 +110,11 @@ class DenseEncoder:
             )
 
     def document_rows(
-        self, texts: list[str], prompt: str | None = None, description: str = "Corpus", chunk_rows: int = DEFAULT_CHUNK_ROWS
+        self,
+        texts: list[str],
+        prompt: str | None = None,
+        description: str = "Corpus",
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
     ) -> CachedMatrix:
         """The documents as ``encode(texts, "document")`` embeds them, served from the cache a block at a time.
 
