@@ -165,9 +165,10 @@ def test_a_bad_hybrid_json_is_an_input_error(tmp_path, capsys, bare, monkeypatch
 
 
 def test_query_batches_give_the_same_numbers(tmp_path, capsys, bare, cache_root):
+    """Small query batches, search passes and corpus blocks (read from the cache) give the numbers of one of each."""
     data = tiny_beir(tmp_path / "toy")
     outputs = []
-    for batch in ("3", "128"):
+    for batch, search_batch, doc_chunk in (("3", "2", "3"), ("128", "4096", "16384")):
         out = tmp_path / f"o{batch}"
         code, _, stderr = run_cli(
             capsys,
@@ -181,6 +182,10 @@ def test_query_batches_give_the_same_numbers(tmp_path, capsys, bare, cache_root)
             out,
             "--query-batch",
             batch,
+            "--search-batch",
+            search_batch,
+            "--doc-chunk",
+            doc_chunk,
         )
         assert code == 0, stderr
         results = json.loads((out / "toy-test.json").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import zlib
 
 import pytest
 import torch
@@ -60,9 +61,8 @@ class VectorCache:
         rows = []
         for text in texts:
             if text not in self.vectors:
-                self.vectors[text] = torch.randn(
-                    self.dimension, generator=torch.Generator().manual_seed(len(self.vectors))
-                )
+                seed = zlib.crc32(text.encode())  # by text, not by call order: any read order gets the same vectors
+                self.vectors[text] = torch.randn(self.dimension, generator=torch.Generator().manual_seed(seed))
             rows.append(self.vectors[text])
         return torch.stack(rows)
 
@@ -118,6 +118,9 @@ def test_dense_dominant_data_pushes_the_weight_toward_the_model(tiny, tmp_path):
     vectors = {}
     for i, (qid, text) in enumerate(queries.items()):
         vectors[text] = vectors[corpus[f"d{i}"]] = torch.nn.functional.one_hot(torch.tensor(i), 32).float()
+    for doc, text in corpus.items():  # padding opposite one query each (not noise that depends on the read order):
+        if doc.startswith("x"):  # min-max then puts BM25's wrong document mid-way on the dense side
+            vectors[text] = -torch.nn.functional.one_hot(torch.tensor(int(doc[1:]) % 16), 32).float()
     twin = twin_with(tiny, vectors)
     choice = choose_hybrid(twin, queries, corpus, relevant, source="dev split of training (16 queries)")
     assert choice.curve[1.0] == pytest.approx(1.0)

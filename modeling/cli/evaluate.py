@@ -100,9 +100,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--query-batch",
         type=int,
         default=128,
-        help="Queries taken through search, fusion and metrics at once (bounds memory on large query sets).",
+        help="Queries taken through fusion and metrics at once (bounds memory on large query sets).",
     )
-    parser.add_argument("--doc-chunk", type=int, default=16384, help="Documents scored per block in exact search.")
+    parser.add_argument(
+        "--search-batch",
+        type=int,
+        default=4096,
+        help="Queries searched per pass over the corpus (their top-k hits are held: 12 bytes x depth each).",
+    )
+    parser.add_argument(
+        "--doc-chunk",
+        type=int,
+        default=16384,
+        help="Corpus rows read from the embedding cache at once (exact search blocks, FAISS index building).",
+    )
     parser.add_argument(
         "--batch-size", type=int, default=64, help="Encoder batch size for texts not in the embedding cache."
     )
@@ -239,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         faiss_index=args.faiss_index,
         query_chunk=args.query_chunk,
         query_batch=args.query_batch,
+        search_batch=args.search_batch,
         doc_chunk=args.doc_chunk,
         batch_size=args.batch_size,
         trust_remote_code=args.trust_remote_code,

@@ -64,8 +64,9 @@ class EvaluationConfig:
     search: str = "exact"  # exact | faiss
     faiss_index: str = "Flat"
     query_chunk: int = 512  # queries per block inside exact search
-    query_batch: int = 128  # queries taken through search, fusion and metrics at once (bounds the runs held)
-    doc_chunk: int = 16384
+    query_batch: int = 128  # queries taken through fusion and metrics at once (bounds the runs held)
+    search_batch: int = 4096  # queries searched per pass over the corpus (their top-k hits are held as tensors)
+    doc_chunk: int = 16384  # corpus rows read from the cache at once (search, FAISS index building)
     batch_size: int = 64
     trust_remote_code: bool = False
     cache_dir: str | None = None
@@ -136,8 +137,11 @@ def prepare(config: EvaluationConfig) -> Prepared:
         raise ValueError(f"fusion weight must be in [0, 1], got {config.fusion_weight}.")
     if config.search not in ("exact", "faiss"):
         raise ValueError(f"search must be exact or faiss, got {config.search!r}.")
-    if config.query_batch < 1:
-        raise ValueError(f"query batch must be positive, got {config.query_batch}.")
+    if config.query_batch < 1 or config.search_batch < 1 or config.doc_chunk < 1:
+        raise ValueError(
+            f"query batch, search batch and doc chunk must be positive, got "
+            f"{config.query_batch}, {config.search_batch} and {config.doc_chunk}."
+        )
     if config.search == "faiss":
         require_faiss()
     check_split_name(config.split)
@@ -223,7 +227,7 @@ class DenseSystem:
     """One dense system: its encoder, its corpus embeddings and (once encoded) its query embeddings."""
 
     encoder: DenseEncoder
-    documents: Any
+    documents: Any  # a CachedMatrix: corpus rows read from the cache a block at a time, never all held
     queries: Any = None
     index: Any = None  # the FAISS index over ``documents`` (--search faiss), built once for all query batches
 
@@ -232,7 +236,7 @@ def _search(prepared: Prepared, queries: Any, system: DenseSystem) -> tuple[Any,
     config = prepared.config
     if config.search == "faiss":
         if system.index is None:
-            system.index = build_index(system.documents, prepared.score, config.faiss_index)
+            system.index = build_index(system.documents, prepared.score, config.faiss_index, config.doc_chunk)
         return search_index(system.index, queries, config.depth, prepared.score)
     return exact_search(
         queries, system.documents, config.depth, prepared.score, config.query_chunk, config.doc_chunk, config.progress
@@ -240,10 +244,12 @@ def _search(prepared: Prepared, queries: Any, system: DenseSystem) -> tuple[Any,
 
 
 def embed_corpus(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, DenseSystem], str | None]:
-    """The corpus through the bare encoder and, when the model moves documents too, through the trained model."""
+    """The corpus through the bare encoder and, when the model moves documents too, through the trained model.
+
+    Both are views over the cache (``CachedMatrix``), read a block at a time by search and pair scoring."""
     config, doc_texts = prepared.config, list(prepared.data.corpus.values())
     bare = DenseEncoder(bare_encoder(prepared.model), cache, config.batch_size)
-    bare_docs = bare.encode(doc_texts, "document", config.document_prompt, "Corpus")
+    bare_docs = bare.document_rows(doc_texts, config.document_prompt, "Corpus", config.doc_chunk)
     systems = {"bare_encoder": DenseSystem(bare, bare_docs)}
     if not has_head(prepared.model):
         return systems, None
@@ -254,7 +260,7 @@ def embed_corpus(prepared: Prepared, cache: EmbeddingCache) -> tuple[dict[str, D
         placement = ModelLayout.of(prepared.model).placement
         routes = "query and document heads" if placement == "routes" else f"{placement} head"
         note = f"{routes}: corpus embedded through the document side of the model"
-        docs = trained.encode(doc_texts, "document", config.document_prompt, "Corpus (trained)")
+        docs = trained.document_rows(doc_texts, config.document_prompt, "Corpus (trained)", config.doc_chunk)
     return {"trained": DenseSystem(trained, docs), **systems}, note
 
 
@@ -302,27 +308,40 @@ def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSy
 
 
 def score_queries(
-    prepared: Prepared, reference: str, dense: dict[str, DenseSystem], bm25: BM25, fusion: dict[str, Any]
+    prepared: Prepared,
+    reference: str,
+    dense: dict[str, DenseSystem],
+    bm25: BM25 | None,
+    fusion: dict[str, Any] | None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Per-query metrics of every system, ``query_batch`` queries at a time: only one batch's runs are ever held."""
+    """Per-query metrics of every system (dense only without ``bm25``).
+
+    Each pass over a corpus searches ``search_batch`` queries (their top-k hits held as tensors); runs, fusion and
+    metrics then take ``query_batch`` of them at a time, so only one batch's runs (dicts) are ever held."""
     config, data = prepared.config, prepared.data
     doc_ids, query_ids = list(data.corpus), list(data.queries)
-    per_query: dict[str, dict[str, dict[str, float]]] = {name: {} for name in [*dense, "bm25", "hybrid"]}
-    for start in range(0, len(query_ids), config.query_batch):
-        ids = query_ids[start : start + config.query_batch]
-        qrels = {qid: data.qrels[qid] for qid in ids}
-        runs = {
-            name: to_run(ids, doc_ids, *_search(prepared, system.queries[start : start + len(ids)], system))
-            for name, system in dense.items()
+    names = [*dense, "bm25", "hybrid"] if bm25 is not None else [*dense]
+    per_query: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names}
+    for block in range(0, len(query_ids), config.search_batch):
+        count = min(config.search_batch, len(query_ids) - block)
+        hits = {
+            name: _search(prepared, system.queries[block : block + count], system) for name, system in dense.items()
         }
-        runs["bm25"] = bm25.search({qid: data.queries[qid] for qid in ids}, config.depth)
-        if fusion["method"] == "rrf":
-            runs["hybrid"] = rrf([runs[reference], runs["bm25"]], config.rrf_k, config.depth)
-        else:
-            runs["hybrid"] = convex(runs[reference], runs["bm25"], fusion["dense_weight"], config.depth)
-        for name, system_run in runs.items():
-            per_query[name].update(per_query_metrics(qrels, system_run))
-        logger.debug("scored queries %d-%d of %d", start + 1, start + len(ids), len(query_ids))
+        for start in range(block, block + count, config.query_batch):
+            ids = query_ids[start : min(start + config.query_batch, block + count)]
+            rows = slice(start - block, start - block + len(ids))
+            qrels = {qid: data.qrels[qid] for qid in ids}
+            runs = {name: to_run(ids, doc_ids, scores[rows], indices[rows]) for name, (scores, indices) in hits.items()}
+            if bm25 is not None:
+                runs["bm25"] = bm25.search({qid: data.queries[qid] for qid in ids}, config.depth)
+                if fusion["method"] == "rrf":
+                    runs["hybrid"] = rrf([runs[reference], runs["bm25"]], config.rrf_k, config.depth)
+                else:
+                    runs["hybrid"] = convex(runs[reference], runs["bm25"], fusion["dense_weight"], config.depth)
+            for name, system_run in runs.items():
+                per_query[name].update(per_query_metrics(qrels, system_run))
+            logger.debug("scored queries %d-%d of %d", start + 1, start + len(ids), len(query_ids))
+        del hits
     order = list(data.qrels)
     return {name: {qid: values[qid] for qid in order} for name, values in per_query.items()}
 

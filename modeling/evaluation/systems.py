@@ -13,6 +13,7 @@ from sentence_transformers import SentenceTransformer
 from torch import Tensor
 
 from modeling.cache.cached_input import cached_twin
+from modeling.cache.cached_matrix import DEFAULT_CHUNK_ROWS, CachedMatrix, document_side
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.model.build import default_encoder_path, placement_of
 from modeling.model.code_files import LIBRARY_PREFIX, missing_code_files, module_types
@@ -107,6 +108,21 @@ class DenseEncoder:
                 .float()
                 .cpu()
             )
+
+    def document_rows(
+        self,
+        texts: list[str],
+        prompt: str | None = None,
+        description: str = "Corpus",
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    ) -> CachedMatrix:
+        """The documents as ``encode(texts, "document")`` embeds them, served from the cache a block at a time.
+
+        The cached pre-head rows go through the model's document side (head or none, then Normalize) per block read,
+        so no embedding of the whole corpus is ever held or written."""
+        prompt = resolve_prompt(self.model, "document", prompt)
+        self.cache.ensure(texts, prompt, description=description)
+        return CachedMatrix(self.cache, texts, prompt, document_side(self.twin), chunk_rows)
 
 
 def documents_shared(

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from modeling.cache.cached_matrix import CachedMatrix, document_side
 from modeling.evaluation.bm25 import BM25, BM25Settings
 from modeling.evaluation.fusion import WEIGHT_GRID, convex
 from modeling.evaluation.metrics import MAIN_METRIC, Qrels, Run, per_query_metrics
 from modeling.evaluation.search import exact_search, to_run
+from modeling.evaluation.systems import resolve_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -84,11 +86,13 @@ def choose_weight(per_query: dict[float, list[float]], prefer: float = PREFERRED
 
 def dense_run(twin, queries: dict[str, str], corpus: dict[str, str], depth: int = DEPTH) -> Run:
     """The model's top ``depth`` (cosine) for each query: queries through the head, documents as the model embeds
-    them (the cached twin: no encoder call)."""
+    them (the cached twin: no encoder call), read from the cache a block at a time."""
     with torch.inference_mode():
         query_embeddings = twin.encode_query(list(queries.values()), convert_to_tensor=True, show_progress_bar=False)
-        doc_embeddings = twin.encode_document(list(corpus.values()), convert_to_tensor=True, show_progress_bar=False)
-    scores, indices = exact_search(query_embeddings.float().cpu(), doc_embeddings.float().cpu(), depth)
+    documents = CachedMatrix(
+        twin[0].cache, list(corpus.values()), resolve_prompt(twin, "document", None), document_side(twin)
+    )
+    scores, indices = exact_search(query_embeddings.float().cpu(), documents, depth, doc_chunk=documents.chunk_rows)
     return to_run(list(queries), list(corpus), scores, indices)
 
 

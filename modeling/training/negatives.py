@@ -10,7 +10,9 @@ Why a margin: a document the base scores *above* the pair's positive is the like
 same rule as the library's ``GISTEmbedLoss`` applies in-batch. ``gist_loss`` builds that loss with the frozen base
 as guide, the alternative guard.
 
-Mining is one matrix product of cached embeddings (blocks of pairs against the whole corpus): no encoder call.
+Mining is a matrix product of cached embeddings, no encoder call: the corpus is read from the cache a block of
+rows at a time (``CachedMatrix``) and each block of pairs keeps a running top ``pool``, so a corpus of millions is
+never held in memory.
 The draw for a pair depends only on (seed, epoch, query, positive), so the batch sampler's duplicate check and the
 collator see the same negatives, and a rerun draws the same ones.
 """
@@ -26,6 +28,8 @@ import torch
 from datasets import Dataset
 from torch import Tensor
 from transformers import TrainerCallback
+
+from modeling.cache.cached_matrix import DEFAULT_CHUNK_ROWS, CachedMatrix
 
 logger = logging.getLogger(__name__)
 
@@ -58,52 +62,84 @@ class HardNegatives:
 
 def mine_pools(
     query_embeddings: Tensor,
-    document_embeddings: Tensor,
+    document_embeddings,
     row_queries: Sequence[int],
     row_positives: Sequence[int],
     query_positives: Sequence[Sequence[int]],
     pool: int,
     margin: float | None = None,
     block_bytes: int = 1 << 28,
+    doc_chunk: int | None = None,
 ) -> list[list[int]]:
     """For each (query, positive) row, the indices of the base's top ``pool`` documents that may be its negatives.
 
     Args:
         query_embeddings: ``(Q, d)`` unit vectors of the base encoder.
-        document_embeddings: ``(D, d)`` unit vectors of the base encoder.
+        document_embeddings: ``(D, d)`` unit vectors of the base encoder: a tensor, or a view read by row blocks and
+            gathers (``CachedMatrix``).
         row_queries, row_positives: per row, its query's index (into Q) and its positive's index (into D).
         query_positives: per query, every positive document index (never a negative of that query).
         pool: documents kept per row, best first (fewer when fewer qualify).
         margin: with a value, only documents scoring at most ``score(positive) - margin`` qualify.
-        block_bytes: score-matrix memory per block of rows (rows x D float32).
+        block_bytes: score-matrix memory per block of rows (rows x ``doc_chunk`` float32).
+        doc_chunk: documents read and scored at once (default: the view's ``chunk_rows``, else 16,384).
     """
     rows = len(row_queries)
-    total = document_embeddings.shape[0]
-    block = max(1, block_bytes // (4 * max(1, total)))
+    total = len(document_embeddings)
+    doc_chunk = doc_chunk or getattr(document_embeddings, "chunk_rows", 16384)
+    width = max(1, min(doc_chunk, total))
+    block = max(1, block_bytes // (4 * width))
     queries = torch.as_tensor(list(row_queries), dtype=torch.long)
-    positives = torch.as_tensor(list(row_positives), dtype=torch.long)
-    pools: list[list[int]] = []
+    # (row, positive document) pairs sorted by document, so each corpus block finds its own with one search
+    mask_rows = torch.as_tensor([r for r, q in enumerate(row_queries) for _ in query_positives[q]], dtype=torch.long)
+    mask_docs = torch.as_tensor([d for q in row_queries for d in query_positives[q]], dtype=torch.long)
+    order = torch.argsort(mask_docs, stable=True)
+    mask_rows, mask_docs = mask_rows[order], mask_docs[order]
+    best_scores = torch.full((rows, 0), float("-inf"))
+    best_indices = torch.zeros((rows, 0), dtype=torch.long)
     with torch.inference_mode():
-        for start in range(0, rows, block):
-            q = queries[start : start + block]
-            scores = query_embeddings[q].float() @ document_embeddings.float().T
-            for offset, query in enumerate(q.tolist()):
-                scores[offset, list(query_positives[query])] = float("-inf")
-            if margin is not None:
-                positive_scores = (
-                    query_embeddings[q].float() * document_embeddings[positives[start : start + block]].float()
-                ).sum(1)
-                scores[scores > (positive_scores - margin).unsqueeze(1)] = float("-inf")
-            top = scores.topk(min(pool, total), dim=1)
-            for values, indices in zip(top.values.tolist(), top.indices.tolist()):
-                pools.append([index for value, index in zip(values, indices) if value != float("-inf")])
-    return pools
+        threshold = None
+        if margin is not None:
+            positive_scores = torch.empty(rows)
+            for start in range(0, rows, width):  # gathers of at most a corpus block
+                q = queries[start : start + width]
+                positive_rows = document_embeddings[list(row_positives[start : start + width])].float()
+                positive_scores[start : start + width] = (query_embeddings[q].float() * positive_rows).sum(1)
+            threshold = positive_scores - margin
+        for doc_start in range(0, total, width):
+            documents = document_embeddings[doc_start : doc_start + width].float()
+            doc_stop = doc_start + len(documents)
+            low, high = torch.searchsorted(mask_docs, torch.tensor([doc_start, doc_stop])).tolist()
+            merged_scores, merged_indices = [], []
+            for start in range(0, rows, block):
+                stop = min(start + block, rows)
+                scores = query_embeddings[queries[start:stop]].float() @ documents.T
+                in_block = (mask_rows[low:high] >= start) & (mask_rows[low:high] < stop)
+                scores[mask_rows[low:high][in_block] - start, mask_docs[low:high][in_block] - doc_start] = float("-inf")
+                if threshold is not None:
+                    scores[scores > threshold[start:stop].unsqueeze(1)] = float("-inf")
+                top = scores.topk(min(pool, scores.shape[1]), dim=1)
+                candidates = torch.cat([best_scores[start:stop], top.values], dim=1)
+                indices = torch.cat([best_indices[start:stop], top.indices + doc_start], dim=1)
+                keep = candidates.topk(min(pool, candidates.shape[1]), dim=1)
+                merged_scores.append(keep.values)
+                merged_indices.append(indices.gather(1, keep.indices))
+            best_scores, best_indices = torch.cat(merged_scores), torch.cat(merged_indices)
+    return [
+        [index for value, index in zip(values, indices) if value != float("-inf")]
+        for values, indices in zip(best_scores.tolist(), best_indices.tolist())
+    ]
+
+
+def _unit(rows: Tensor) -> Tensor:
+    return torch.nn.functional.normalize(rows.float(), dim=-1)
 
 
 def base_pools(
     pairs: Sequence[tuple[str, str]], corpus: Sequence[str], embed, settings: HardNegatives
 ) -> dict[tuple[str, str], list[str]]:
-    """(query, positive) -> the texts of its pool, mined with ``embed(texts, task) -> (n, d)`` of the frozen base.
+    """(query, positive) -> the texts of its pool, mined with ``embed(texts, task) -> (n, d)`` of the frozen base
+    (a tensor, or for documents a ``CachedMatrix``: the corpus is then read block by block).
 
     A query's positives (every row it appears in) are never in its pool. Rows whose pool comes out empty (the
     margin excluded everything) are left out: the epoch draw gives them random non-positive documents.
@@ -115,10 +151,11 @@ def base_pools(
     query_positives: list[set[int]] = [set() for _ in queries]
     for query, positive in pairs:
         query_positives[query_index[query]].add(doc_index[positive])
-    unit = torch.nn.functional.normalize
+    document_rows = embed(documents, "document")  # a tensor, or a CachedMatrix read block by block
+    document_rows = document_rows.map(_unit) if hasattr(document_rows, "map") else _unit(document_rows)
     pools = mine_pools(
-        unit(embed(queries, "query").float(), dim=-1),
-        unit(embed(documents, "document").float(), dim=-1),
+        _unit(embed(queries, "query")),
+        document_rows,
         [query_index[q] for q, _ in pairs],
         [doc_index[p] for _, p in pairs],
         [sorted(p) for p in query_positives],
@@ -218,11 +255,15 @@ def epoch_negatives(
     return EpochNegatives(pairs, pools, corpus, settings.per_pair, seed, first_column)
 
 
-def cache_embedder(cache, prompts: dict[str, str | None] | None = None):
-    """``embed(texts, task)`` over the embedding cache: the frozen base's pooled embeddings, no encoder call."""
+def cache_embedder(cache, prompts: dict[str, str | None] | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+    """``embed(texts, task)`` over the embedding cache: the frozen base's pooled embeddings, no encoder call.
+
+    Queries come as one tensor; documents as a ``CachedMatrix`` (rows read from the cache ``chunk_rows`` at a time)."""
     prompts = prompts or {}
 
-    def embed(texts: list[str], task: str) -> Tensor:
+    def embed(texts: list[str], task: str):
+        if task == "document":
+            return CachedMatrix(cache, texts, prompts.get(task), chunk_rows=chunk_rows)
         return cache.get(texts, prompts.get(task))
 
     return embed
