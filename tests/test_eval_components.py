@@ -55,7 +55,9 @@ def test_convex_hand_checked():
 
 def test_z_score_and_statistics_from_the_top_of_the_run():
     z = z_score({"a": 1.0, "b": 3.0, "c": 2.0})
-    assert z["b"] == pytest.approx(1.2247, abs=1e-4) and z["c"] == pytest.approx(0.0) and z["a"] == pytest.approx(-z["b"])
+    assert (
+        z["b"] == pytest.approx(1.2247, abs=1e-4) and z["c"] == pytest.approx(0.0) and z["a"] == pytest.approx(-z["b"])
+    )
     # statistics over the top 2 only: the third document falls below 0 (min-max) instead of defining the floor
     scores = {"a": 4.0, "b": 3.0, "c": 1.0}
     assert min_max(scores, stats_depth=2) == {"a": 1.0, "b": 0.0, "c": -2.0}

@@ -65,9 +65,7 @@ def convex(dense: Run, sparse: Run, weight: float, depth: int = 1000, normalisat
     for qid in dense.keys() | sparse.keys():
         a, b = normalise(dense.get(qid, {})), normalise(sparse.get(qid, {}))
         floor_a, floor_b = min(a.values(), default=0.0), min(b.values(), default=0.0)
-        scores = {
-            doc: weight * a.get(doc, floor_a) + (1 - weight) * b.get(doc, floor_b) for doc in a.keys() | b.keys()
-        }
+        scores = {doc: weight * a.get(doc, floor_a) + (1 - weight) * b.get(doc, floor_b) for doc in a.keys() | b.keys()}
         fused[qid] = {doc: scores[doc] for doc in trec_order(scores)[:depth]}
     return fused
 
