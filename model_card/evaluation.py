@@ -166,7 +166,7 @@ def hybrid_description(fusion: dict[str, Any]) -> str:
     if fusion.get("method") == "rrf":
         return f"reciprocal rank fusion (k={fusion.get('k')}) of this model and BM25 ({fusion.get('why', '')})"
     return (
-        f"convex fusion of min-max normalised scores, weight {fusion.get('dense_weight')} on this model "
+        f"convex fusion of {fusion.get('normalisation', 'min-max')} normalised scores, weight {fusion.get('dense_weight')} on this model "
         f"({fusion.get('weight_from') or 'given on the command line'})"
     )
 

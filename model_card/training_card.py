@@ -50,7 +50,7 @@ def hybrid_text(hybrid: dict) -> str | None:
     if "dense_weight" not in hybrid:
         return None
     return (
-        f"dense weight {hybrid['dense_weight']:g} with BM25 (convex, min-max), chosen on the {hybrid.get('source', 'dev split')}"
+        f"dense weight {hybrid['dense_weight']:g} with BM25 (convex, {hybrid.get('normalisation', 'min-max')} scores), chosen on the {hybrid.get('source', 'dev split')}"
         f" (dev nDCG@10 {hybrid.get('dev_ndcg@10', float('nan')):.4f}); saved as `hybrid.json`, which `evaluate.py` uses"
     )
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modeling.evaluation.bm25 import BM25, BM25Settings
-from modeling.evaluation.fusion import choose_weight, convex, min_max, rrf
+from modeling.evaluation.fusion import choose_fusion, choose_weight, convex, min_max, rrf, z_score
 from modeling.evaluation.pair_scores import pair_scores, summarise
 from modeling.evaluation.plots import plot_metric_change, plot_score_distributions
 from modeling.evaluation.significance import paired_p_value
@@ -53,6 +53,28 @@ def test_convex_hand_checked():
     assert convex(dense, sparse, 1.0)["q"]["a"] == 1.0
 
 
+def test_z_score_and_statistics_from_the_top_of_the_run():
+    z = z_score({"a": 1.0, "b": 3.0, "c": 2.0})
+    assert (
+        z["b"] == pytest.approx(1.2247, abs=1e-4) and z["c"] == pytest.approx(0.0) and z["a"] == pytest.approx(-z["b"])
+    )
+    # statistics over the top 2 only: the third document falls below 0 (min-max) instead of defining the floor
+    scores = {"a": 4.0, "b": 3.0, "c": 1.0}
+    assert min_max(scores, stats_depth=2) == {"a": 1.0, "b": 0.0, "c": -2.0}
+    assert z_score(scores, stats_depth=2) == {"a": 1.0, "b": -1.0, "c": -5.0}
+
+
+def test_convex_z_score_gives_absent_documents_the_run_floor():
+    dense, sparse = {"q": {"a": 3.0, "b": 1.0, "c": 2.0}}, {"q": {"b": 2.0, "d": 4.0}}
+    fused = convex(dense, sparse, weight=0.5, normalisation="z-score")["q"]
+    za, zb = z_score(dense["q"]), z_score(sparse["q"])
+    assert fused["a"] == pytest.approx(0.5 * za["a"] + 0.5 * min(zb.values()))
+    assert fused["d"] == pytest.approx(0.5 * min(za.values()) + 0.5 * zb["d"])
+    assert fused["b"] == pytest.approx(0.5 * za["b"] + 0.5 * zb["b"])
+    with pytest.raises(ValueError, match="normalisation"):
+        convex(dense, sparse, 0.5, normalisation="rank")
+
+
 def test_choose_weight_prefers_the_better_system():
     qrels = {f"q{i}": {f"good{i}": 1} for i in range(5)}
     good = {f"q{i}": {f"good{i}": 1.0, f"bad{i}": 0.5, f"other{i}": 0.1} for i in range(5)}
@@ -61,6 +83,8 @@ def test_choose_weight_prefers_the_better_system():
     assert weight >= 0.6 and curve[1.0] == 1.0 and curve[0.0] < 1.0
     weight, _ = choose_weight(bad, good, qrels)
     assert weight <= 0.4
+    how, weight, curves = choose_fusion(good, bad, qrels)
+    assert how in ("min-max", "z-score") and weight >= 0.6 and set(curves) == {"min-max", "z-score"}
 
 
 def test_paired_p_value():

@@ -82,7 +82,9 @@ def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     )
     assert set(results["per_query"]["bm25"]) == {f"test{i}" for i in range(8)}
     assert results["slice_of_query"]["test0"] == "seen" and results["slice_of_query"]["test7"] == "unseen"
-    assert results["settings"]["fusion"]["method"] == "convex min-max"  # the folder has a dev split
+    fusion = results["settings"]["fusion"]  # the folder has a dev split: normalisation and weight chosen on it
+    assert fusion["method"] == f"convex {fusion['normalisation']}" and fusion["normalisation"] in ("min-max", "z-score")
+    assert set(fusion["dev_nDCG@10_by_normalisation"]) == {"min-max", "z-score"}
     assert "dev" in results["settings"]["fusion"]["chosen_on"]
     assert results["settings"]["bm25"]["k1"] == 0.9 and results["peak_rss_mb"] > 0 and results["wall_time_s"] > 0
     assert results["systems"]["trained"]["all"]["nDCG@10"] != results["systems"]["bare_encoder"]["all"]["nDCG@10"]

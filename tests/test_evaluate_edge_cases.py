@@ -119,12 +119,12 @@ def test_a_missing_relative_path_is_a_missing_file(tmp_path, capsys, bare, monke
     assert code == 2 and f"{flag} {value} does not exist" in stderr, stderr
 
 
-def write_hybrid(model_dir, weight):
+def write_hybrid(model_dir, weight, normalisation="min-max"):
     (model_dir / "hybrid.json").write_text(
         json.dumps(
             {
                 "dense_weight": weight,
-                "normalisation": "min-max",
+                "normalisation": normalisation,
                 "source": "dev split of training, 5 queries",
                 "dev_ndcg@10": 0.61,
             }
@@ -150,6 +150,11 @@ def test_fusion_weight_order_flag_then_dev_split_then_hybrid_json(tmp_path, caps
     assert chosen["method"] == "convex min-max" and chosen["dense_weight"] == 0.3
     assert "hybrid.json" in chosen["weight_from"] and "dev split of training, 5 queries" in chosen["weight_from"]
     assert "hybrid.json" in stdout
+    write_hybrid(bare, 0.3, "z-score")  # the saved normalisation is used, and the flag overrides it
+    chosen, stdout = fusion("--dev-split", "none")
+    assert chosen["method"] == "convex z-score" and chosen["normalisation"] == "z-score" and "z-score" in stdout
+    chosen, _ = fusion("--dev-split", "none", "--fusion-normalisation", "min-max")
+    assert chosen["method"] == "convex min-max" and chosen["dense_weight"] == 0.3
     (bare / "hybrid.json").unlink()
     chosen, _ = fusion("--dev-split", "none")
     assert chosen["method"] == "rrf"

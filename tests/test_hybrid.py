@@ -129,9 +129,39 @@ def test_dense_dominant_data_pushes_the_weight_toward_the_model(tiny, tmp_path):
     path = save_hybrid(choice, tmp_path)
     assert path.name == HYBRID_FILE
     saved = load_hybrid(tmp_path)
-    assert saved["dense_weight"] == choice.dense_weight and saved["normalisation"] == "min-max"
+    assert saved["dense_weight"] == choice.dense_weight and saved["normalisation"] == choice.normalisation
+    assert set(saved["dev_ndcg@10_by_normalisation"]) == {"min-max", "z-score"}
     assert saved["source"] == "dev split of training (16 queries)" and saved["dev_ndcg@10"] == choice.dev_ndcg
     assert saved["bm25"]["k1"] == 0.9
+
+
+def test_the_normalisation_with_the_better_dev_score_is_kept(tiny, monkeypatch):
+    """choose_hybrid keeps the normalisation whose best weight scores higher on dev, whichever it is."""
+    import modeling.training.hybrid as hybrid
+
+    queries, corpus, relevant = task()
+    twin = twin_with(tiny, {})
+    real = hybrid.convex
+    for better in ("min-max", "z-score"):
+        # the other normalisation's fused runs are reversed: it ranks every relevant document last
+        def rigged(dense, sparse, weight, depth, normalisation, better=better):
+            fused = real(dense, sparse, weight, depth, normalisation)
+            if normalisation == better:
+                return fused
+            return {q: {d: -s for d, s in run.items()} for q, run in fused.items()}
+
+        monkeypatch.setattr(hybrid, "convex", rigged)
+        choice = choose_hybrid(twin, queries, corpus, relevant, source="test dev")
+        assert choice.normalisation == better
+        assert choice.curve == choice.curves[better] and max(choice.curves[better].values()) > max(
+            v for how, curve in choice.curves.items() if how != better for v in curve.values()
+        )
+
+
+def test_load_hybrid_rejects_a_bad_normalisation(tmp_path):
+    (tmp_path / HYBRID_FILE).write_text('{"dense_weight": 0.5, "normalisation": "softmax"}')
+    with pytest.raises(ValueError, match="normalisation"):
+        load_hybrid(tmp_path)
 
 
 def test_load_hybrid_rejects_a_bad_weight(tmp_path):

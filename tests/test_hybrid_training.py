@@ -26,7 +26,7 @@ def trained(tmp_path_factory):
 
 def test_hybrid_json_is_saved_with_the_model_and_shown_in_the_card(trained):
     hybrid = json.loads((trained / "hybrid.json").read_text())
-    assert 0 <= hybrid["dense_weight"] <= 1 and hybrid["normalisation"] == "min-max"
+    assert 0 <= hybrid["dense_weight"] <= 1 and hybrid["normalisation"] in ("min-max", "z-score")
     assert "dev split of training" in hybrid["source"] and "carved" in hybrid["source"]
     assert set(hybrid["dev_ndcg@10_by_weight"]) == {f"{0.1 * i:.1f}".rstrip("0").rstrip(".") for i in range(11)}
     card = (trained / "README.md").read_text()

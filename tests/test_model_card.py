@@ -178,7 +178,9 @@ def test_front_matter_validates(trained_query_model, fake_hub):  # noqa: F811
 def test_default_encoder_is_named_by_its_hub_id_offline(tiny, monkeypatch):
     """Offline the library cannot find ``base_model``; the card still names the default encoder's Hub id."""
     folder = tiny[0].auto_model.config._name_or_path
-    monkeypatch.setattr(modeling.model.build, "default_encoder_path", lambda: folder)  # tiny stands in for the gt folder
+    monkeypatch.setattr(
+        modeling.model.build, "default_encoder_path", lambda: folder
+    )  # tiny stands in for the gt folder
     model = build_model(tiny, placement="query")
     card = install_card_data(model)
     assert card.base_model == DEFAULT_ENCODER_NAME

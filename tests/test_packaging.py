@@ -43,5 +43,7 @@ def test_wheel_ships_the_head_file_the_card_template_and_entry_points(wheel):
 
 def test_version_is_the_package_version(wheel):
     (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
-    version = next(line.split(": ", 1)[1] for line in wheel.read(metadata).decode().splitlines() if line.startswith("Version: "))
+    version = next(
+        line.split(": ", 1)[1] for line in wheel.read(metadata).decode().splitlines() if line.startswith("Version: ")
+    )
     assert version == modeling.__version__

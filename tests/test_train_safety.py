@@ -93,9 +93,13 @@ def test_kill_minus_nine_then_resume_continues_mid_trial_and_matches_an_uninterr
     weights = list(checkpoints.rglob("*.safetensors"))
     assert weights and all(p.stat().st_size < 100_000 for p in weights), "checkpoints must hold the head only"
 
-    resumed = subprocess.run([*command(output), "--resume"], env=env, capture_output=True, text=True, timeout=600, check=False)
+    resumed = subprocess.run(
+        [*command(output), "--resume"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight = subprocess.run(command(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=600, check=False)
+    straight = subprocess.run(
+        command(tmp_path / "straight"), env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert straight.returncode == 0, straight.stderr[-3000:]
 
     trial = json.loads((output / "trials" / "lr-0.001-wd-0" / "trial.json").read_text())

@@ -62,8 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fusion",
         choices=("auto", "convex", "rrf"),
         default="auto",
-        help="Hybrid fusion: convex min-max, reciprocal rank fusion, or auto (convex when a weight is known, else RRF). "
-        "The convex weight comes from --fusion-weight, else the data's dev split, else the model's hybrid.json.",
+        help="Hybrid fusion: convex (normalised scores), reciprocal rank fusion, or auto (convex when a weight is "
+        "known, else RRF). The convex weight comes from --fusion-weight, else the data's dev split, else the model's "
+        "hybrid.json.",
+    )
+    parser.add_argument(
+        "--fusion-normalisation",
+        choices=("min-max", "z-score"),
+        help="Score normalisation of convex fusion (default: the one chosen on the dev split or saved in hybrid.json; "
+        "min-max with --fusion-weight).",
     )
     parser.add_argument(
         "--fusion-weight",
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         dev_split=none_or(args.dev_split),
         fusion=args.fusion,
         fusion_weight=args.fusion_weight,
+        fusion_normalisation=args.fusion_normalisation,
         rrf_k=args.rrf_k,
         query_prompt=args.query_prompt,
         document_prompt=args.document_prompt,

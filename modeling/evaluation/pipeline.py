@@ -25,7 +25,7 @@ from modeling.data.ir_data import DataError, IRData, available_splits, load_ir_d
 from modeling.evaluation import significance
 from modeling.evaluation.bm25 import BM25, BM25Settings
 from modeling.evaluation.faiss_search import build_index, require_faiss, search_index
-from modeling.evaluation.fusion import choose_weight, convex, rrf
+from modeling.evaluation.fusion import NORMALISATIONS, choose_fusion, convex, rrf
 from modeling.evaluation.metric_names import MAIN_METRIC
 from modeling.evaluation.metrics import mean_metrics, per_query_metrics
 from modeling.evaluation.pair_scores import pair_scores, summarise
@@ -56,6 +56,7 @@ class EvaluationConfig:
     dev_split: str | None = "auto"  # "auto": "dev" or "validation" if the source has one
     fusion: str = "auto"  # auto (convex when a weight is known: flag, dev split, hybrid.json; else RRF) | convex | rrf
     fusion_weight: float | None = None  # fixed dense weight for convex fusion (beats dev split and hybrid.json)
+    fusion_normalisation: str | None = None  # min-max | z-score; default: the dev split's choice or hybrid.json's
     rrf_k: int = 60
     query_prompt: str | None = None
     document_prompt: str | None = None
@@ -124,8 +125,10 @@ def read_hybrid_file(model: str | None) -> dict[str, Any] | None:
         ) from None
     if not 0 <= weight <= 1:
         raise ValueError(f"{path}: dense_weight must be in [0, 1], got {weight}.")
-    if data.get("normalisation", "min-max") != "min-max":
-        raise ValueError(f"{path}: normalisation {data.get('normalisation')!r} is not supported (only 'min-max').")
+    if data.get("normalisation", "min-max") not in NORMALISATIONS:
+        raise ValueError(
+            f"{path}: normalisation {data.get('normalisation')!r} is not supported (one of {', '.join(NORMALISATIONS)})."
+        )
     return {**data, "dense_weight": weight, "path": str(path)}
 
 
@@ -133,6 +136,10 @@ def prepare(config: EvaluationConfig) -> Prepared:
     """Load and validate data, splits and model; raise ``DataError`` / ``ModelError`` / ``ValueError`` before any work."""
     if config.fusion not in ("auto", "convex", "rrf"):
         raise ValueError(f"fusion must be auto, convex or rrf, got {config.fusion!r}.")
+    if config.fusion_normalisation is not None and config.fusion_normalisation not in NORMALISATIONS:
+        raise ValueError(
+            f"fusion normalisation must be one of {', '.join(NORMALISATIONS)}, got {config.fusion_normalisation!r}."
+        )
     if config.fusion_weight is not None and not 0 <= config.fusion_weight <= 1:
         raise ValueError(f"fusion weight must be in [0, 1], got {config.fusion_weight}.")
     if config.search not in ("exact", "faiss"):
@@ -281,30 +288,40 @@ def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSy
             "fused": fused,
             "why": "no dev split and no hybrid.json to give a convex weight",
         }
-    settings: dict[str, Any] = {"method": "convex min-max", "fused": fused}
     if config.fusion_weight is not None:
-        return {**settings, "dense_weight": config.fusion_weight, "weight_from": "--fusion-weight on the command line"}
+        how = config.fusion_normalisation or "min-max"
+        return {"method": f"convex {how}", "normalisation": how, "fused": fused, "dense_weight": config.fusion_weight,
+                "weight_from": "--fusion-weight on the command line"}  # fmt: skip
     if prepared.dev is not None:
         dev, system = prepared.dev, dense[reference]
         queries = system.encoder.encode(list(dev.queries.values()), "query", config.query_prompt, "Dev queries")
         dense_run = to_run(list(dev.queries), list(prepared.data.corpus), *_search(prepared, queries, system))
-        weight, curve = choose_weight(dense_run, bm25.search(dev.queries, config.depth), dev.qrels)
+        how, weight, curves = choose_fusion(dense_run, bm25.search(dev.queries, config.depth), dev.qrels)
+        if config.fusion_normalisation:
+            how = config.fusion_normalisation
+            weight = max(curves[how], key=lambda w: (round(curves[how][w], 10), -abs(w - 0.5)))
+        curve = curves[how]
         chosen_on = f"{dev.name} [{prepared.dev_split}] ({len(dev.qrels)} queries)"
         return {
-            **settings,
+            "method": f"convex {how}",
+            "normalisation": how,
+            "fused": fused,
             "dense_weight": weight,
             "weight_from": f"chosen on the data's dev split {chosen_on}",
             "chosen_on": chosen_on,
             f"dev_{MAIN_METRIC}_by_weight": curve,
+            f"dev_{MAIN_METRIC}_by_normalisation": curves,
         }
     hybrid = prepared.hybrid_file
+    how = config.fusion_normalisation or hybrid.get("normalisation", "min-max")
     where = f"the model's {HYBRID_FILE} ({hybrid.get('source', 'no source given')}"
     where += (
         f", dev {MAIN_METRIC} {hybrid['dev_ndcg@10']:.4f})"
         if isinstance(hybrid.get("dev_ndcg@10"), (int, float))
         else ")"
     )
-    return {**settings, "dense_weight": hybrid["dense_weight"], "weight_from": where, "hybrid_file": hybrid}
+    return {"method": f"convex {how}", "normalisation": how, "fused": fused, "dense_weight": hybrid["dense_weight"],
+            "weight_from": where, "hybrid_file": hybrid}  # fmt: skip
 
 
 def score_queries(
@@ -337,7 +354,9 @@ def score_queries(
                 if fusion["method"] == "rrf":
                     runs["hybrid"] = rrf([runs[reference], runs["bm25"]], config.rrf_k, config.depth)
                 else:
-                    runs["hybrid"] = convex(runs[reference], runs["bm25"], fusion["dense_weight"], config.depth)
+                    runs["hybrid"] = convex(
+                        runs[reference], runs["bm25"], fusion["dense_weight"], config.depth, fusion["normalisation"]
+                    )
             for name, system_run in runs.items():
                 per_query[name].update(per_query_metrics(qrels, system_run))
             logger.debug("scored queries %d-%d of %d", start + 1, start + len(ids), len(query_ids))

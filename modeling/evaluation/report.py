@@ -60,7 +60,7 @@ def notes(results: dict[str, Any]) -> list[str]:
     else:
         where = fusion["weight_from"]
         lines.append(
-            f"hybrid: convex fusion of min-max scores, {fusion['fused'][0]} weight {fusion['dense_weight']} ({where})."
+            f"hybrid: convex fusion of {fusion.get('normalisation', 'min-max')} scores, {fusion['fused'][0]} weight {fusion['dense_weight']} ({where})."
         )
     lines.append(
         f"p: {test['test']} on per-query {test['metric']}, each system vs {test['reference']}, "

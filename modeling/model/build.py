@@ -92,7 +92,8 @@ def assemble(
     if (placement == "routes") != (document_head is not None):
         raise ValueError("placement='routes' takes a document head, and only it does.")
     if document_head is not None and (document_head.in_features, document_head.out_features) != (
-        head.in_features, head.out_features
+        head.in_features,
+        head.out_features,
     ):
         raise ValueError("The query and document heads of a 'routes' model must map the same widths.")
     if placement not in PLACEMENTS:

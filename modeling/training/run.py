@@ -420,8 +420,8 @@ def choose_fusion(twin: SentenceTransformer, data: TrainingData) -> HybridChoice
         logger.info("no hybrid weight chosen: %s", error)
         return None
     logger.info(
-        "hybrid with BM25: dense weight %g chosen on dev (nDCG@10 %.4f; best %g, one standard error %.4f)",
-        choice.dense_weight, choice.dev_ndcg, choice.best_weight, choice.standard_error,
+        "hybrid with BM25: %s scores, dense weight %g chosen on dev (nDCG@10 %.4f; best %g, one standard error %.4f)",
+        choice.normalisation, choice.dense_weight, choice.dev_ndcg, choice.best_weight, choice.standard_error,
     )  # fmt: skip
     return choice
 
