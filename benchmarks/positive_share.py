@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 
+from modeling.cache.cached_input import prefix_model
 from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.data.ir_data import load_ir_data, load_qrels
-from modeling.cache.cached_input import prefix_model
 from modeling.evaluation.systems import DenseEncoder, bare_encoder, load_model
 
 
