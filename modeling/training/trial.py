@@ -80,6 +80,21 @@ class TrialLogCallback(TrainerCallback):
         self.log.non_default_hyperparameters = dict(self.card.non_default_hyperparameters)
 
 
+class CachedRowsTrainer(SentenceTransformerTrainer):
+    """The library's trainer, whose training loader serves batches by row index when ``use_cached_rows`` set
+    ``indexed_batches`` (the same sampler, the same batches; ``modeling.cache.indexed_rows``)."""
+
+    indexed_batches = None
+
+    def get_train_dataloader(self):
+        if self.indexed_batches is None:
+            return super().get_train_dataloader()
+        self.accelerator.even_batches = False  # as the library's own
+        loader = self._build_dataloader(self.train_dataset, self.args.train_batch_size, dataset_kind="train")
+        self._train_dataloader = self.accelerator.prepare(self.indexed_batches.loader(loader))
+        return self._train_dataloader
+
+
 class BarOnlyProgress(ProgressCallback):
     """The trainer's progress bar without its dump of every log dict (the job logs a line per trial)."""
 
@@ -188,7 +203,7 @@ def run_trial(
     recorder = TrialLogCallback(twin)
     callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])
     callbacks += epoch_callbacks(dataset)  # per-epoch hard negatives: redraw before each epoch's batches
-    trainer = SentenceTransformerTrainer(
+    trainer = CachedRowsTrainer(
         model=twin,
         args=args,
         train_dataset=dataset,
