@@ -78,6 +78,7 @@ def test_kill_minus_nine_then_resume_continues_mid_trial_and_matches_an_uninterr
             sys.executable, str(REPO / "train.py"), "--encoder", str(encoder_dir), "--data", str(data),
             "--output-dir", str(output), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-refit",
             "--epochs", "30", "--learning-rate", "1e-3", "--weight-decay", "0", "--batch-size", "8",
+            "--checkpoint-seconds", "0",  # a resume point every epoch (the default waits 60 s between them)
         ]  # fmt: skip
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
