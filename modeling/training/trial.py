@@ -179,6 +179,8 @@ class BestEpochInMemory(TrainerCallback):
         return control
 
     def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control  # one writer, like the checkpoint's own model files
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if self.state is not None:
             save_file(self.state, str(folder / BEST_FILES[1]))
