@@ -151,3 +151,35 @@ def test_a_trial_trains_the_head_the_library_trainer_trains_alone(tiny, cache_ro
     assert not torch.equal(fast["delta"], start["delta"])
     if kind == "pairs":  # the best epoch is not the last: the kept head is the best epoch's, not the last one's
         assert result.best_epoch < history[-1][0]
+
+
+@pytest.mark.parametrize(("placement", "embeds"), [("query", 1), ("symmetric", 3)])
+def test_the_dev_evaluator_embeds_the_corpus_again_only_when_the_document_side_changed(
+    tiny, cache_root, monkeypatch, placement, embeds
+):
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+
+    from modeling.training.dev import DEV_EVALUATOR_SETTINGS, dev_evaluator
+
+    torch.manual_seed(0)
+    model = build_model(tiny, placement=placement)
+    twin = cached_twin(model, EmbeddingCache(prefix_model(model), root=cache_root, show_progress_bar=False))
+    rows = pair_rows(60)
+    queries = {f"q{i}": r["query"] for i, r in enumerate(rows)}
+    corpus = {f"d{i}": r["positive"] for i, r in enumerate(rows)}
+    relevant = {f"q{i}": {f"d{i}"} for i in range(len(rows))}
+    mine = dev_evaluator(queries, corpus, relevant)
+    library = InformationRetrievalEvaluator(queries, corpus, relevant, **DEV_EVALUATOR_SETTINGS)
+    calls = []
+    encode_document = twin.encode_document
+    monkeypatch.setattr(twin, "encode_document", lambda *a, **k: calls.append(1) or encode_document(*a, **k))
+    head = find_head(model)
+    for step in range(3):
+        ours = mine(twin)
+        calls_before = len(calls)
+        assert ours == library(twin)
+        del calls[calls_before:]  # the library's own evaluator's call
+        with torch.no_grad():
+            head.delta.add_(0.05 * torch.randn_like(head.delta))
+        head.load_state_dict(head_state(head)) if step == 1 else None  # a load counts as a change too
+    assert len(calls) == embeds
