@@ -31,7 +31,10 @@ epoch (``modeling.training.dev.DevEvaluator``; on SciFact, ~85 % of each evaluat
 plain loop is the library's own per-step Python (module calls, the Router, the loss's second normalisation, the
 callbacks) and that one read. Measured in one session (load 3.4-4.4), main then this code, alternating:
 before 370/889, 323/832, 398/904 steps/s (ratio 0.42, 0.39, 0.44); after 515/917, 327/538, 490/882 (0.56, 0.61,
-0.56). SciFact ``train.py`` (same heads, bit for bit): 528 s before, 129 s after, both on a loaded machine.
+0.56); quieter (load 1.2-2.1): 318/815, 289/790 (0.39, 0.37) against 460/831, 489/867 (0.55, 0.56).
+SciFact ``train.py`` (the same heads, bit for bit): training 50.0 s before, 23.2 s after with OMP_NUM_THREADS=1 back
+to back; with torch's 2 threads on this shared 2-core machine thread contention dominates (wall ~ user time) and
+pairs ranged from 528 vs 129 s to 187 vs 187 s.
 """
 
 from __future__ import annotations
