@@ -4,13 +4,37 @@
 
 A 50,000-pair synthetic set (distinct query and document texts) whose 384-d embeddings are written straight
 into the cache (so nothing is encoded), batch 64, MNRL with in-batch negatives, query-side linear head:
-- trainer: ``run_trial`` as train.py runs it (NoDuplicates sampling, per-epoch dev evaluation on a
-  1,000-document dev set, checkpoint per epoch), steps / wall time of ``run_trial``;
+- trainer: ``run_trial`` exactly as train.py runs it (the library's ``SentenceTransformerTrainer``, NoDuplicates
+  sampling, dev evaluation every epoch on a 1,000-document dev set, the best epoch kept, resume points every
+  ``--checkpoint-seconds`` 60: none in a trial this short, as in train.py), steps / wall time of ``run_trial``,
+  its fixed costs (trainer set-up, reading the training rows from the cache) included;
 - plain: AdamW with the same learning rate, warmup-then-linear schedule and gradient clipping (1.0), the
   same loss on the same cached rows held in one tensor, random batches, steps / wall time.
 Both single-threaded (``torch.set_num_threads(1)``). ``--baseline`` also runs the trainer without the
-index collator and sampler (the per-text cache look-up path) for the before/after figure.
-Last line: ``trainer_steps_per_s=X plain_steps_per_s=Y``.
+index loader and sampler (the per-text cache look-up path) for the before/after figure.
+Last line: ``trainer_steps_per_s=X plain_steps_per_s=Y``; the target is X >= 0.5 Y.
+
+Where a trial's time went (py-spy, this benchmark, 2 shared CPU cores; issue 11 item 6).
+Before: ~3.7 ms a step against the plain loop's ~1.3 ms (ratio 0.27-0.47). Of the trainer's epoch, reading the
+batch was 29 % (the rows from Arrow ~10 %, texts -> ids and the gather ~9 %, the first read of the training rows
+from the cache ~5 %, the NoDuplicates sampler ~4 %), the forward (twin + MNRL) 21 %, backward 17 %, AdamW + schedule
+12 % (accelerate asking for ``lomo_optim`` twice a step, a filesystem search, ~3 %), clipping 7 %, the library's
+second ``zero_grad`` 3 %; per trial ~0.5 s of ``gc.collect`` (accelerate's ``free_memory``), a checkpoint every
+epoch ~0.1 s (on SciFact, 20 epochs x 7 trials, a third of the training time) and a dev evaluation ~0.04 s.
+After (``modeling.training.trial.CachedRowsTrainer``, ``modeling.cache.indexed_rows.IndexedBatches``): the loader
+yields the sampler's row indices and one gather per column makes the batch; the best epoch is a copy of the head
+in memory, checkpoints are timed resume points; no full ``gc.collect``, no second ``zero_grad``, the lomo answer
+cached, the sampler's ids as tuples; the dev corpus of a query-only head is embedded once per trial, not every
+epoch (``modeling.training.dev.DevEvaluator``; on SciFact, ~85 % of each evaluation). The epoch is now forward
+28 %, backward 25 %, batches 20 % (half of it the one read of the training rows from the cache, ~0.6 s for
+100,000 texts; the library's sampler ~6 % of the epoch), AdamW + schedule 9 %, clipping 9 %: what is left over the
+plain loop is the library's own per-step Python (module calls, the Router, the loss's second normalisation, the
+callbacks) and that one read. Measured in one session (load 3.4-4.4), main then this code, alternating:
+before 370/889, 323/832, 398/904 steps/s (ratio 0.42, 0.39, 0.44); after 515/917, 327/538, 490/882 (0.56, 0.61,
+0.56); quieter (load 1.2-2.1): 318/815, 289/790 (0.39, 0.37) against 460/831, 489/867 (0.55, 0.56).
+SciFact ``train.py`` (the same heads, bit for bit): training 50.0 s before, 23.2 s after with OMP_NUM_THREADS=1 back
+to back; with torch's 2 threads on this shared 2-core machine thread contention dominates (wall ~ user time) and
+pairs ranged from 528 vs 129 s to 187 vs 187 s.
 """
 
 from __future__ import annotations

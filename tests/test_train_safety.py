@@ -78,6 +78,7 @@ def test_kill_minus_nine_then_resume_continues_mid_trial_and_matches_an_uninterr
             sys.executable, str(REPO / "train.py"), "--encoder", str(encoder_dir), "--data", str(data),
             "--output-dir", str(output), "--cache-dir", str(tmp_path / "cache"), "--quiet", "--no-refit",
             "--epochs", "30", "--learning-rate", "1e-3", "--weight-decay", "0", "--batch-size", "8",
+            "--checkpoint-seconds", "0",  # a resume point every epoch (the default waits 60 s between them)
         ]  # fmt: skip
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
@@ -252,3 +253,38 @@ def test_given_negatives_are_kept_and_mined_ones_added(tmp_path, encoder_dir):
     assert rows.column_names == ["query", "positive", "negative_1", "negative_2", "negative_3"]
     for row in rows:
         assert row["negative_1"] in data.negatives[row["query"]], "the given negative comes first"
+
+
+def test_resume_points_are_timed_and_the_best_epoch_travels_with_them(tmp_path):
+    """A checkpoint is let through once ``--checkpoint-seconds`` passed (0: every epoch), and holds the best so far."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from modeling.training.trial import BestEpochInMemory, ResumePoints, head_state
+
+    def epoch_end(points: ResumePoints) -> bool:
+        control = TrainerControl(should_save=True)
+        return points.on_epoch_end(None, None, control).should_save
+
+    assert epoch_end(ResumePoints(0)) is True
+    assert epoch_end(ResumePoints(60)) is False
+    waited = ResumePoints(60)
+    waited.last -= 61
+    assert epoch_end(waited) is True
+
+    head = torch.nn.Linear(3, 3)
+    best = BestEpochInMemory(head, "eval_dev")
+    state = SimpleNamespace(global_step=4, is_world_process_zero=True)
+    best.on_evaluate(None, state, None, metrics={"eval_dev": 0.5})
+    kept = head_state(head)
+    with torch.no_grad():
+        head.weight.add_(1.0)
+    best.on_evaluate(None, SimpleNamespace(global_step=8), None, metrics={"eval_dev": 0.5})  # a tie: the first stays
+    (tmp_path / "checkpoint-8").mkdir()
+    best.on_save(SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=8, is_world_process_zero=True),
+                 None)  # fmt: skip
+    again = BestEpochInMemory(head, "eval_dev")
+    again.restore(str(tmp_path / "checkpoint-8"))
+    again.on_train_end(None, None, None)
+    assert again.step == 4 and all(torch.equal(head.state_dict()[k], v) for k, v in kept.items())

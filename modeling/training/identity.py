@@ -16,7 +16,7 @@ from modeling.training.settings import TrainSettings
 # things go, and how the run talks. Interpolation and refit act after the trials and are re-run on resume.
 NOT_IDENTITY = {
     "data", "learning_rates", "weight_decays", "interpolate", "refit", "output_dir", "cache_dir", "resume",
-    "push_to_hub", "private", "show_progress", "format",
+    "push_to_hub", "private", "show_progress", "format", "checkpoint_seconds",
 }  # fmt: skip
 
 

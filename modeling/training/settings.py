@@ -244,6 +244,14 @@ class TrainSettings:
         "--resume", "output", "continue an interrupted run in --output-dir (same data and settings)", default=False,
         action="store_true",
     )  # fmt: skip
+    checkpoint_seconds: float = flag(
+        "--checkpoint-seconds",
+        "output",
+        "a trial writes a resume point (for --resume after a kill) at an epoch's end once this many seconds passed "
+        "since its last one; 0: every epoch (default 60: trials of a few seconds write none)",
+        default=60.0,
+        type=non_negative_float,
+    )
     push_to_hub: str | None = flag(
         "--push-to-hub", "output", "push the trained model to this Hub repo", metavar="ORG/NAME"
     )
@@ -281,9 +289,9 @@ class TrainSettings:
             weight_decay=trial.weight_decay,
             warmup_steps=WARMUP_RATIO,
             eval_strategy="no" if refit else "epoch",
-            save_strategy="epoch",
+            save_strategy="epoch",  # resume points; ``trial.ResumePoints`` lets one through every checkpoint_seconds
             save_total_limit=2,
-            load_best_model_at_end=not refit,
+            load_best_model_at_end=False,  # the best epoch is kept in memory (``trial.BestEpochInMemory``)
             metric_for_best_model=None if refit else DEV_METRIC,
             greater_is_better=None if refit else True,
             logging_strategy="epoch",

@@ -1,24 +1,34 @@
 """One trial of the grid, (learning rate, weight decay), trained with the library's SentenceTransformerTrainer.
 
 The model the trainer sees is the cached twin (``[CachedEmbeddingInput, head, Normalize]``): no encoder call
-inside the loop, checkpoints hold the head only, the dev evaluation each epoch reads the cache, and the
-trainer keeps the best epoch by dev nDCG@10 (``load_best_model_at_end``). Each trial's folder holds its result
-(``trial.json``), its head (``head.safetensors``) and its own log (``card_logs.json``, the rows the card shows).
+inside the loop, checkpoints hold the head only, the dev evaluation each epoch reads the cache, and the best
+epoch by dev nDCG@10 is kept in memory (``BestEpochInMemory``: the trainer's own comparison, a copy of the head
+instead of a checkpoint per epoch to load back at the end). Checkpoints are resume points only
+(``ResumePoints``): written at an epoch's end once ``--checkpoint-seconds`` passed since the last one, so a trial
+of a few seconds writes none and a long one loses at most that much work to a kill. Each trial's folder holds its
+result (``trial.json``), its head (``head.safetensors``) and its own log (``card_logs.json``, the rows the card
+shows).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import accelerate.optimizer
 import torch
+from accelerate.utils import DistributedType
+from accelerate.utils.memory import clear_device_cache
 from datasets import Dataset
 from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+from torch import nn
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -31,6 +41,10 @@ from modeling.training.negatives import base_guide, epoch_callbacks, gist_loss
 from modeling.training.settings import TrainSettings, Trial
 
 logger = logging.getLogger(__name__)
+
+# accelerate's optimizer step asks twice per step whether the ``lomo_optim`` package is installed, each time a
+# filesystem search (~60 us here, ~5 % of a head's step); the answer cannot change while the process runs.
+accelerate.optimizer.is_lomo_available = functools.cache(accelerate.optimizer.is_lomo_available)
 
 
 @dataclass
@@ -80,6 +94,46 @@ class TrialLogCallback(TrainerCallback):
         self.log.non_default_hyperparameters = dict(self.card.non_default_hyperparameters)
 
 
+class CachedRowsTrainer(SentenceTransformerTrainer):
+    """The library's trainer with three per-trial or per-step costs taken out, none of which changes an update:
+
+    - the training loader serves batches by row index when ``use_cached_rows`` set ``indexed_batches`` (the same
+      sampler, the same batches; ``modeling.cache.indexed_rows``);
+    - the library's extra ``optimizer.zero_grad()`` after every step is dropped when every trained parameter is the
+      model's (the trainer's own ``model.zero_grad()`` already cleared them; it exists for losses with weights);
+    - accelerate's ``free_memory`` at the start of ``train`` resets its lists without its full ``gc.collect()``
+      (~0.5 s a trial with torch and transformers imported; what a trial leaves is freed by reference counting).
+    """
+
+    indexed_batches = None
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        own = {id(p) for p in self.model.parameters()}
+        if isinstance(self.loss, nn.Module) and all(id(p) in own for p in self.loss.parameters() if p.requires_grad):
+            for callback in list(self.callback_handler.callbacks):
+                if type(callback).__name__ == "_OptimizerZeroGradCallback":
+                    self.remove_callback(callback)
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            self.accelerator.free_memory = functools.partial(free_memory_without_collect, self.accelerator)
+
+    def get_train_dataloader(self):
+        if self.indexed_batches is None:
+            return super().get_train_dataloader()
+        self.accelerator.even_batches = False  # as the library's own
+        loader = self._build_dataloader(self.train_dataset, self.args.train_batch_size, dataset_kind="train")
+        self._train_dataloader = self.accelerator.prepare(self.indexed_batches.loader(loader))
+        return self._train_dataloader
+
+
+def free_memory_without_collect(accelerator, *objects):
+    """``Accelerator.free_memory`` (no DeepSpeed) minus its ``gc.collect()``: the device cache is still emptied."""
+    accelerator._schedulers, accelerator._optimizers, accelerator._models, accelerator._dataloaders = [], [], [], []
+    accelerator.step = 0
+    clear_device_cache(garbage_collection=False)
+    return [None] * len(objects)
+
+
 class BarOnlyProgress(ProgressCallback):
     """The trainer's progress bar without its dump of every log dict (the job logs a line per trial)."""
 
@@ -96,7 +150,76 @@ class StopAfterEpoch(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if state.epoch is not None and state.epoch >= self.epoch - 1e-6:
             control.should_training_stop = True
-            control.should_save = True
+        return control
+
+
+BEST_FILES = ("best.json", "best_head.safetensors")
+
+
+class BestEpochInMemory(TrainerCallback):
+    """Keeps a copy of the head at its best dev epoch and puts it back at the end of training.
+
+    The comparison is the trainer's own (``metric_for_best_model``, strictly greater: the first of equal epochs
+    wins), so this is what ``load_best_model_at_end`` gave, without writing a checkpoint every epoch to load one
+    back. Every resume point also holds the best so far (``best.json``, ``best_head.safetensors``), read back by
+    ``restore`` when an interrupted trial continues.
+    """
+
+    def __init__(self, head, metric: str | None) -> None:
+        self.head = head
+        self.metric = metric
+        self.best: float | None = None
+        self.step: int | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(self.metric) if self.metric else None
+        if value is not None and (self.best is None or value > self.best):
+            self.best, self.step, self.state = float(value), state.global_step, head_state(self.head)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return control  # one writer, like the checkpoint's own model files
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if self.state is not None:
+            save_file(self.state, str(folder / BEST_FILES[1]))
+        (folder / BEST_FILES[0]).write_text(json.dumps({"metric": self.best, "step": self.step}))
+        return control
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        if self.state is not None:
+            self.head.load_state_dict(self.state)
+            if model is not None and hasattr(model, "model_card_data"):
+                model.model_card_data.set_best_model_step(self.step)  # as the library's best-model load does
+        return control
+
+    def restore(self, checkpoint: str) -> None:
+        stored = json.loads((Path(checkpoint) / BEST_FILES[0]).read_text())
+        if stored["step"] is not None:
+            self.best, self.step = stored["metric"], stored["step"]
+            self.state = load_file(str(Path(checkpoint) / BEST_FILES[1]))
+
+
+class ResumePoints(TrainerCallback):
+    """Lets an epoch's checkpoint be written only once ``seconds`` passed since the trial's start or its last
+    checkpoint (0: every epoch). Added last, so it has the final word on the epoch's save."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save and time.monotonic() - self.last < self.seconds:
+            control.should_save = False
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self.last = time.monotonic()
         return control
 
 
@@ -111,12 +234,13 @@ def router_mapping(dataset: Dataset, layout: str) -> dict[str, str]:
 def last_complete_checkpoint(folder: Path) -> str | None:
     """The newest checkpoint that was fully written (a kill -9 can leave the newest one half-written).
 
-    Complete means: the trainer state, the optimizer and scheduler, and the head's weights, which the library
-    saves in the head module's own subfolder (hence the recursive look).
+    Complete means: the trainer state, the optimizer and scheduler, the best epoch so far (``best.json``, written
+    last), and the head's weights, which the library saves in the head module's own subfolder (hence the
+    recursive look).
     """
     candidates = sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for candidate in candidates:
-        required = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+        required = ("trainer_state.json", "optimizer.pt", "scheduler.pt", BEST_FILES[0])
         if all((candidate / name).is_file() for name in required) and any(candidate.rglob("*.safetensors")):
             return str(candidate)
     return None
@@ -186,9 +310,11 @@ def run_trial(
     args = settings.training_arguments(trial, directory / "checkpoints", router_mapping(dataset, settings.layout))
     use_indexed_sampler(args)  # NoDuplicates by text id: the library's batches without reading dataset[i] per row
     recorder = TrialLogCallback(twin)
+    best = BestEpochInMemory(head, args.metric_for_best_model)
     callbacks = [recorder] + ([guard] if guard else []) + ([StopAfterEpoch(trial.stop_after_epoch)] if refit else [])
     callbacks += epoch_callbacks(dataset)  # per-epoch hard negatives: redraw before each epoch's batches
-    trainer = SentenceTransformerTrainer(
+    callbacks += [best, ResumePoints(settings.checkpoint_seconds)]  # last: it decides each epoch's save
+    trainer = CachedRowsTrainer(
         model=twin,
         args=args,
         train_dataset=dataset,
@@ -205,6 +331,7 @@ def run_trial(
     resumed_from = int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
     if checkpoint:
         logger.info("%s: continuing from %s", trial.name, checkpoint)
+        best.restore(checkpoint)
     output = trainer.train(resume_from_checkpoint=checkpoint)
     history = [(entry["epoch"], entry[DEV_METRIC]) for entry in trainer.state.log_history if DEV_METRIC in entry]
     verdict = guard.verdict if guard is not None else GuardVerdict()
