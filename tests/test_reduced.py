@@ -15,6 +15,7 @@ from modeling.data.training_data import load_training_data
 from modeling.model.layout import ModelLayout
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.distill import distill
+from modeling.training.pseudo_queries import pseudo_queries
 from modeling.training.run import Prepared, choose, unseen_veto
 from modeling.training.settings import REDUCED_DEFAULT, TrainSettings, parse_settings
 from modeling.training.trial import TrialResult
@@ -34,6 +35,8 @@ def test_out_dim_alone_trains_the_reduced_default(tmp_path, encoder_dir, pairs):
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert (summary["placement"], summary["out_features"]) == (REDUCED_DEFAULT, 8)
     assert summary["full_width_dev"]["ndcg@10"] > 0  # the full-width teacher's dev score is recorded
+    corpus = load_training_data(str(pairs)).corpus
+    assert summary["pseudo_queries"] == len(pseudo_queries(corpus, 50_000)) > 0  # one per distinct first sentence
     model = SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True)
     layout = ModelLayout.of(model)
     assert layout.placement == "routes" and layout.document_head.out_features == 8

@@ -53,7 +53,7 @@ INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
 DISTILL_DOCUMENTS = 50_000  # a larger corpus is distilled on a seeded sample of this many documents
 PSEUDO_TEACHER = "teacher"  # who scores the pseudo-queries: the full-width head ("teacher") or the bare encoder
-PSEUDO_WEIGHT = 1.0  # the pseudo-queries' KL term against the training queries' (README, "Reduced models")
+PSEUDO_WEIGHT = 3.0  # the pseudo-queries' KL term against the training queries' (README, "Reduced models")
 UNSEEN_TOLERANCE = 0.005  # issue 13: below the bare encoder on the by-document dev half by more than this: vetoed
 
 
@@ -103,6 +103,7 @@ class TrainSummary:
     vetoes: list[str] = field(default_factory=list)  # candidates the by-document dev half ruled out
     distill_epochs: int | None = None  # distill: the student's epochs, chosen on dev
     distill_seconds: float | None = None
+    pseudo_queries: int | None = None  # distill: pseudo-queries (first sentences of documents) distilled beside them
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
     selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
@@ -703,6 +704,7 @@ def train(
         summary.trained_dev_unseen = _finite(student.dev_unseen)
         summary.vetoes = summary.vetoes + student.vetoes
         summary.distill_epochs, summary.distill_seconds = student.epochs, student.seconds
+        summary.pseudo_queries = 0 if student.pseudo is None else len(student.pseudo)
         summary.seconds = time.time() - started
     if is_main_process():
         if fill_card is not None:
