@@ -43,6 +43,7 @@ def test_out_dim_alone_trains_the_reduced_default(tmp_path, encoder_dir, pairs):
     assert model.encode_query(["red shoe 1"]).shape == (1, 8) and model.encode_document(["a shoe"]).shape == (1, 8)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "bytes per document" in card and "32 bytes per document" in card
+    assert "Pseudo-queries distilled (first sentences of documents)" in card
 
 
 def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, encoder_dir, pairs, capsys):
