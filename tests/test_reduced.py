@@ -54,6 +54,13 @@ def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, 
     assert code == 2 and "may keep or reduce the encoder's dimension, not raise it" in capsys.readouterr().err
 
 
+def test_negative_pseudo_query_count_is_refused(capsys):
+    assert parse_settings(["--out-dim", "8", "--pseudo-queries", "0"]).pseudo_queries == 0  # 0 turns them off
+    with pytest.raises(SystemExit) as stop:
+        parse_settings(["--out-dim", "8", "--pseudo-queries", "-1"])
+    assert stop.value.code == 2 and "--pseudo-queries must be >= 0" in capsys.readouterr().err
+
+
 def test_fixed_documents_keep_the_pca_start_bit_for_bit(tmp_path, encoder_dir, pairs):
     code = run_train(encoder_dir, pairs, tmp_path / "out", tmp_path / "cache", "--out-dim", "8",
                      "--placement", "fixed-documents", "--epochs", "2", "--learning-rate", "3e-3", "--no-interpolate")  # fmt: skip
