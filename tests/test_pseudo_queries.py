@@ -23,9 +23,11 @@ def test_pseudo_queries_drop_duplicates_and_empties_and_sample_a_large_corpus():
     assert pseudo_queries(corpus, limit=10) == ["The same title.", "Other title here."]
     big = [f"Title number {i}. Body." for i in range(100)]
     sample = pseudo_queries(big, limit=10, seed=1)
-    assert len(sample) == 10 and sample == pseudo_queries(big, limit=10, seed=1) and set(sample) < {
-        f"Title number {i}." for i in range(100)
-    }
+    assert (
+        len(sample) == 10
+        and sample == pseudo_queries(big, limit=10, seed=1)
+        and set(sample) < {f"Title number {i}." for i in range(100)}
+    )
 
 
 def test_pseudo_queries_teach_rankings_the_training_queries_never_ask_for():

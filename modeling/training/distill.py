@@ -123,7 +123,9 @@ def distill(
             sample = torch.randint(0, len(documents), (min(DOCUMENT_SAMPLE, len(documents)),), generator=generator)
             extra = None
             if pseudo is not None and len(pseudo.embeddings):
-                picked = pseudo.embeddings[torch.randint(0, len(pseudo.embeddings), (pseudo.batch,), generator=generator)]
+                picked = pseudo.embeddings[
+                    torch.randint(0, len(pseudo.embeddings), (pseudo.batch,), generator=generator)
+                ]
                 extra = (picked, teacher_targets(pseudo.teacher, picked, documents, scale), pseudo.weight)
             loss = distillation_loss(
                 query_head, document_head, queries[batch], targets[batch], documents, scale, sample, extra
