@@ -5,7 +5,9 @@ model: a query map and a document map into ``out_dim``, both starting from PCA o
 reproduce the teacher's ranking of *the whole corpus* for every training query (KL divergence between the two
 softmax distributions over all documents, at the ranking loss's scale), plus the bare encoder's document-document
 cosines on random document samples. Every document is in every step's loss, so documents no training query touches
-are placed by the teacher's scores too, not left where a pairwise loss would push them by accident.
+are placed by the teacher's scores too, not left where a pairwise loss would push them by accident. The query map,
+though, only sees the training queries; ``PseudoQueries`` (one per document, ``modeling.training.pseudo_queries``)
+ask it to rank every region of the corpus as the teacher does (SciFact 128-d, test unseen slice 0.6223 -> 0.6604).
 
 Why a loop of its own and not the library's trainer: the loss needs all corpus embeddings in every step (one
 matrix product on cached embeddings), which the trainer's per-row datasets cannot express without re-reading the
