@@ -33,7 +33,8 @@ DESIGNS = {
     "two-maps": {"placement": "two-maps"},
     "symmetric": {"placement": "symmetric"},
     "symmetric-pull": {"placement": "symmetric", "weight_decays": (1.0, 10.0)},
-    "distill": {"placement": "distill"},
+    "distill": {"placement": "distill"},  # the default: training queries + pseudo-queries (first sentences)
+    "distill-train-queries": {"placement": "distill", "pseudo_queries": 0},  # the default before: training queries only
     "distill-queries": {"placement": "distill-queries"},
     "distill-mlp": {"placement": "distill", "kind": "mlp"},  # MLP query maps (teacher and student); documents linear
     "distill-cosine-mse": {"placement": "distill", "loss": "cosine-mse"},

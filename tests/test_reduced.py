@@ -15,6 +15,7 @@ from modeling.data.training_data import load_training_data
 from modeling.model.layout import ModelLayout
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.distill import distill
+from modeling.training.pseudo_queries import pseudo_queries
 from modeling.training.run import Prepared, choose, unseen_veto
 from modeling.training.settings import REDUCED_DEFAULT, TrainSettings, parse_settings
 from modeling.training.trial import TrialResult
@@ -34,12 +35,15 @@ def test_out_dim_alone_trains_the_reduced_default(tmp_path, encoder_dir, pairs):
     summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
     assert (summary["placement"], summary["out_features"]) == (REDUCED_DEFAULT, 8)
     assert summary["full_width_dev"]["ndcg@10"] > 0  # the full-width teacher's dev score is recorded
+    corpus = load_training_data(str(pairs)).corpus
+    assert summary["pseudo_queries"] == len(pseudo_queries(corpus, 50_000)) > 0  # one per distinct first sentence
     model = SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True)
     layout = ModelLayout.of(model)
     assert layout.placement == "routes" and layout.document_head.out_features == 8
     assert model.encode_query(["red shoe 1"]).shape == (1, 8) and model.encode_document(["a shoe"]).shape == (1, 8)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "bytes per document" in card and "32 bytes per document" in card
+    assert "Pseudo-queries distilled (first sentences of documents)" in card
 
 
 def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, encoder_dir, pairs, capsys):
@@ -48,6 +52,13 @@ def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, 
     assert stop.value.code == 2 and "query-only head must keep the document dimension" in capsys.readouterr().err
     code = run_train(encoder_dir, pairs, tmp_path / "o", tmp_path / "c", "--out-dim", "100000", "--epochs", "1")
     assert code == 2 and "may keep or reduce the encoder's dimension, not raise it" in capsys.readouterr().err
+
+
+def test_negative_pseudo_query_count_is_refused(capsys):
+    assert parse_settings(["--out-dim", "8", "--pseudo-queries", "0"]).pseudo_queries == 0  # 0 turns them off
+    with pytest.raises(SystemExit) as stop:
+        parse_settings(["--out-dim", "8", "--pseudo-queries", "-1"])
+    assert stop.value.code == 2 and "--pseudo-queries must be >= 0" in capsys.readouterr().err
 
 
 def test_fixed_documents_keep_the_pca_start_bit_for_bit(tmp_path, encoder_dir, pairs):

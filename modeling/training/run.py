@@ -34,12 +34,13 @@ from modeling.model.build import build_model, encoder_display_name, load_encoder
 from modeling.model.layout import ModelLayout
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
-from modeling.training.distill import DistillResult, distill
+from modeling.training.distill import DistillResult, PseudoQueries, distill
 from modeling.training.hybrid import HybridChoice, choose_hybrid, save_hybrid
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
 from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
+from modeling.training.pseudo_queries import pseudo_queries
 from modeling.training.selection import PooledChoice, carve_seeds, pooled_choice, recarve, vetoed
 from modeling.training.settings import TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
 DISTILL_DOCUMENTS = 50_000  # a larger corpus is distilled on a seeded sample of this many documents
+PSEUDO_TEACHER = "teacher"  # who scores the pseudo-queries: the full-width head ("teacher") or the bare encoder
+PSEUDO_WEIGHT = 3.0  # the pseudo-queries' KL term against the training queries' (README, "Reduced models")
 UNSEEN_TOLERANCE = 0.005  # issue 13: below the bare encoder on the by-document dev half by more than this: vetoed
 
 
@@ -100,6 +103,7 @@ class TrainSummary:
     vetoes: list[str] = field(default_factory=list)  # candidates the by-document dev half ruled out
     distill_epochs: int | None = None  # distill: the student's epochs, chosen on dev
     distill_seconds: float | None = None
+    pseudo_queries: int | None = None  # distill: pseudo-queries (first sentences of documents) distilled beside them
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
     selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
@@ -464,6 +468,7 @@ class Student:
     vetoes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     start_dev: dict[str, float] = field(default_factory=dict)
+    pseudo: Any = None  # pre-head embeddings of the pseudo-queries (None: --pseudo-queries 0)
 
 
 def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, model_card_data=None) -> Student:
@@ -481,7 +486,13 @@ def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
             head.fit_pca(sample)
     if settings.placement == "distill-queries":
         layout.document_head.requires_grad_(False)  # documents keep the PCA start: only the query map learns
-    return Student(model, cached_twin(model, prepared.cache), layout.container, head_state(layout.container))
+    student = Student(model, cached_twin(model, prepared.cache), layout.container, head_state(layout.container))
+    if settings.pseudo_queries:
+        texts = pseudo_queries(data.corpus, settings.pseudo_queries, seed=settings.seed)
+        prepared.cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
+        student.pseudo = prepared.cache.get(texts)
+        logger.info("distillation: %d pseudo-queries (first sentences of documents)", len(texts))
+    return student
 
 
 def teacher_function(head: nn.Module):
@@ -500,10 +511,14 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
         if len(data.corpus) <= DISTILL_DOCUMENTS
         else random.Random(settings.seed).sample(data.corpus, DISTILL_DOCUMENTS)
     )
+    pseudo = None
+    if student.pseudo is not None:
+        scorer = teacher if PSEUDO_TEACHER == "teacher" else (lambda x: x)
+        pseudo = PseudoQueries(student.pseudo, scorer, weight=PSEUDO_WEIGHT)
     return distill(
         student.container, layout.head, layout.document_head, teacher,
         queries=prepared.cache.get(list(data.pairs)), documents=prepared.cache.get(corpus), epochs=epochs,
-        batch_size=settings.batch_size, scale=settings.scale, seed=settings.seed,
+        batch_size=settings.batch_size, scale=settings.scale, seed=settings.seed, pseudo=pseudo,
     )  # fmt: skip
 
 
@@ -689,6 +704,7 @@ def train(
         summary.trained_dev_unseen = _finite(student.dev_unseen)
         summary.vetoes = summary.vetoes + student.vetoes
         summary.distill_epochs, summary.distill_seconds = student.epochs, student.seconds
+        summary.pseudo_queries = 0 if student.pseudo is None else len(student.pseudo)
         summary.seconds = time.time() - started
     if is_main_process():
         if fill_card is not None:

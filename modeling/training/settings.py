@@ -116,6 +116,15 @@ class TrainSettings:
         type=int,
         metavar="OUT_DIM",
     )
+    pseudo_queries: int = flag(
+        "--pseudo-queries",
+        "model",
+        "distill placements: up to this many pseudo-queries (each document's first sentence, e.g. its title) are "
+        "distilled beside the training queries, so documents no training query touches are placed too (0: off; "
+        "default 50000)",
+        default=50_000,
+        type=int,
+    )
     init: str | None = flag(
         "--init", "model", "head initialisation (default: identity, or PCA for a reduced head)", choices=INITS
     )
@@ -371,6 +380,8 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
             f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
             "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
         )
+    if settings.pseudo_queries < 0:
+        parser.error("--pseudo-queries must be >= 0")
     if settings.out_features is not None and settings.out_features < 1:
         parser.error("--out-dim must be >= 1")
     if settings.placement is None:
