@@ -56,6 +56,11 @@ def run_cli(capsys, *args):
     return code, captured.out, captured.err
 
 
+def run_evaluate(capsys, model, data, cache_root, out, *extra):
+    """``run_cli`` with the model, data, cache and output folder every end-to-end run gives."""
+    return run_cli(capsys, "--model", model, "--data", data, "--cache-dir", cache_root, "--output-dir", out, *extra)
+
+
 def test_trained_model_end_to_end(tmp_path, capsys, head_model, cache_root):
     data = tiny_beir(tmp_path / "toy")
     out = tmp_path / "out"

@@ -6,7 +6,7 @@ import pytest
 
 from modeling.evaluation import pipeline
 from modeling.evaluation.significance import paired_p_value
-from tests.test_evaluate_cli import head_model, run_cli, tiny_beir  # noqa: F401 (a fixture)
+from tests.test_evaluate_cli import head_model, run_cli, run_evaluate, tiny_beir  # noqa: F401 (a fixture)
 from tests.test_ir_data import write_qrels
 
 
@@ -35,18 +35,7 @@ def test_a_one_query_slice_reports_n_a(tmp_path, capsys, head_model, cache_root)
     data = tiny_beir(tmp_path / "toy")
     write_qrels(data / "qrels" / "train.tsv", [(f"train{i}", f"d{i}", 1) for i in range(1, 8)])
     out = tmp_path / "o"
-    code, stdout, stderr = run_cli(
-        capsys,
-        "--model",
-        head_model,
-        "--trust-remote-code",
-        "--data",
-        data,
-        "--cache-dir",
-        cache_root,
-        "--output-dir",
-        out,
-    )
+    code, stdout, stderr = run_evaluate(capsys, head_model, data, cache_root, out, "--trust-remote-code")
     assert code == 0, stderr
     results = json.loads((out / "toy-test.json").read_text())
     assert results["slices"]["unseen"] == 1
@@ -58,9 +47,7 @@ def test_queries_without_a_relevant_document_are_warned_about(tmp_path, capsys, 
     data = tiny_beir(tmp_path / "toy")
     rows = [(f"test{i}", f"d{i}", 1) for i in range(7)] + [("test7", "d7", 0)]
     write_qrels(data / "qrels" / "test.tsv", rows)
-    code, _stdout, stderr = run_cli(
-        capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o"
-    )
+    code, _stdout, stderr = run_evaluate(capsys, bare, data, cache_root, tmp_path / "o")
     assert code == 0, stderr
     assert "1 of 8 queries have no relevant" in stderr and "test7" in stderr
     results = json.loads((tmp_path / "o" / "toy-test.json").read_text())
@@ -75,7 +62,7 @@ def test_a_late_failure_keeps_the_json(tmp_path, capsys, bare, cache_root, monke
 
     monkeypatch.setattr(pipeline, "plot_metric_change", broken)
     with pytest.raises(RuntimeError, match="plotting failed"):
-        run_cli(capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", tmp_path / "o")
+        run_evaluate(capsys, bare, data, cache_root, tmp_path / "o")
     results = json.loads((tmp_path / "o" / "toy-test.json").read_text())
     assert results["systems"]["bm25"]["all"]["nDCG@10"] is not None
 
@@ -175,23 +162,10 @@ def test_query_batches_give_the_same_numbers(tmp_path, capsys, bare, cache_root)
     outputs = []
     for batch, search_batch, doc_chunk in (("3", "2", "3"), ("128", "4096", "16384")):
         out = tmp_path / f"o{batch}"
-        code, _, stderr = run_cli(
-            capsys,
-            "--model",
-            bare,
-            "--data",
-            data,
-            "--cache-dir",
-            cache_root,
-            "--output-dir",
-            out,
-            "--query-batch",
-            batch,
-            "--search-batch",
-            search_batch,
-            "--doc-chunk",
-            doc_chunk,
-        )
+        code, _, stderr = run_evaluate(
+            capsys, bare, data, cache_root, out,
+            "--query-batch", batch, "--search-batch", search_batch, "--doc-chunk", doc_chunk,
+        )  # fmt: skip
         assert code == 0, stderr
         results = json.loads((out / "toy-test.json").read_text())
         outputs.append((results["per_query"], results["systems"], results["p_values"]))
@@ -204,10 +178,7 @@ def test_faiss_search_matches_exact_through_query_batches(tmp_path, capsys, bare
     outputs = []
     for search in ("exact", "faiss"):
         out = tmp_path / search
-        code, _, stderr = run_cli(
-            capsys, "--model", bare, "--data", data, "--cache-dir", cache_root, "--output-dir", out,
-            "--search", search, "--query-batch", "3",
-        )  # fmt: skip
+        code, _, stderr = run_evaluate(capsys, bare, data, cache_root, out, "--search", search, "--query-batch", "3")
         assert code == 0, stderr
         outputs.append(json.loads((out / "toy-test.json").read_text())["systems"])
     assert outputs[0].keys() == outputs[1].keys()

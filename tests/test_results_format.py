@@ -7,7 +7,7 @@ from modeling.evaluation.formatting import fmt, fmt_p, why_no_p
 from modeling.evaluation.metric_names import MAIN_METRIC, METRICS, TREC_MEASURES, canonical
 from modeling.evaluation.report import render
 from modeling.evaluation.results_schema import SCHEMA_VERSION, EvaluationResults
-from tests.test_evaluate_cli import head_model, run_cli, tiny_beir  # noqa: F401 (a fixture)
+from tests.test_evaluate_cli import head_model, run_evaluate, tiny_beir  # noqa: F401 (a fixture)
 
 
 def test_one_formatter():
@@ -24,18 +24,7 @@ def test_one_metric_list():
 def test_terminal_json_and_card_agree(tmp_path, capsys, head_model, cache_root):  # noqa: F811
     data = tiny_beir(tmp_path / "toy")
     out = tmp_path / "o"
-    code, stdout, stderr = run_cli(
-        capsys,
-        "--model",
-        head_model,
-        "--trust-remote-code",
-        "--data",
-        data,
-        "--cache-dir",
-        cache_root,
-        "--output-dir",
-        out,
-    )
+    code, stdout, stderr = run_evaluate(capsys, head_model, data, cache_root, out, "--trust-remote-code")
     assert code == 0, stderr
     raw = json.loads((out / "toy-test.json").read_text())
     results = EvaluationResults.read(out / "toy-test.json")
