@@ -97,12 +97,17 @@ def choose_weight(
     return best, curve
 
 
-def choose_fusion(
-    dense: Run, sparse: Run, qrels: Qrels, grid: list[float] = WEIGHT_GRID
-) -> tuple[str, float, dict[str, dict[float, float]]]:
-    """(normalisation, weight) with the best mean nDCG@10 on ``qrels``, and each normalisation's curve.
+def best_normalisation(best_scores: dict[str, float]) -> str:
+    """The normalisation whose best weight scores higher on dev; ties go to the earlier one in ``NORMALISATIONS``
+    (min-max, the older default)."""
+    return max(best_scores, key=lambda how: (round(best_scores[how], 10), -NORMALISATIONS.index(how)))
 
-    Ties go to the earlier normalisation in ``NORMALISATIONS`` (min-max, the older default)."""
-    curves = {how: choose_weight(dense, sparse, qrels, grid, how) for how in NORMALISATIONS}
-    how = max(NORMALISATIONS, key=lambda h: (round(curves[h][1][curves[h][0]], 10), -NORMALISATIONS.index(h)))
-    return how, curves[how][0], {h: curve for h, (_, curve) in curves.items()}
+
+def choose_fusion(
+    dense: Run, sparse: Run, qrels: Qrels, grid: list[float] = WEIGHT_GRID, normalisation: str | None = None
+) -> tuple[str, float, dict[str, dict[float, float]]]:
+    """(normalisation, weight) with the best mean nDCG@10 on ``qrels``, and each normalisation's curve; a given
+    ``normalisation`` is kept and only its weight chosen."""
+    chosen = {how: choose_weight(dense, sparse, qrels, grid, how) for how in NORMALISATIONS}
+    how = normalisation or best_normalisation({how: curve[weight] for how, (weight, curve) in chosen.items()})
+    return how, chosen[how][0], {how: curve for how, (_, curve) in chosen.items()}

@@ -288,30 +288,30 @@ def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSy
             "fused": fused,
             "why": "no dev split and no hybrid.json to give a convex weight",
         }
+
+    def convex_settings(how: str, **rest: Any) -> dict[str, Any]:
+        return {"method": f"convex {how}", "normalisation": how, "fused": fused, **rest}
+
     if config.fusion_weight is not None:
         how = config.fusion_normalisation or "min-max"
-        return {"method": f"convex {how}", "normalisation": how, "fused": fused, "dense_weight": config.fusion_weight,
-                "weight_from": "--fusion-weight on the command line"}  # fmt: skip
+        return convex_settings(
+            how, dense_weight=config.fusion_weight, weight_from="--fusion-weight on the command line"
+        )
     if prepared.dev is not None:
         dev, system = prepared.dev, dense[reference]
         queries = system.encoder.encode(list(dev.queries.values()), "query", config.query_prompt, "Dev queries")
         dense_run = to_run(list(dev.queries), list(prepared.data.corpus), *_search(prepared, queries, system))
-        how, weight, curves = choose_fusion(dense_run, bm25.search(dev.queries, config.depth), dev.qrels)
-        if config.fusion_normalisation:
-            how = config.fusion_normalisation
-            weight = max(curves[how], key=lambda w: (round(curves[how][w], 10), -abs(w - 0.5)))
-        curve = curves[how]
+        how, weight, curves = choose_fusion(
+            dense_run, bm25.search(dev.queries, config.depth), dev.qrels, normalisation=config.fusion_normalisation
+        )
         chosen_on = f"{dev.name} [{prepared.dev_split}] ({len(dev.qrels)} queries)"
-        return {
-            "method": f"convex {how}",
-            "normalisation": how,
-            "fused": fused,
-            "dense_weight": weight,
-            "weight_from": f"chosen on the data's dev split {chosen_on}",
-            "chosen_on": chosen_on,
-            f"dev_{MAIN_METRIC}_by_weight": curve,
-            f"dev_{MAIN_METRIC}_by_normalisation": curves,
-        }
+        return convex_settings(
+            how,
+            dense_weight=weight,
+            weight_from=f"chosen on the data's dev split {chosen_on}",
+            chosen_on=chosen_on,
+            **{f"dev_{MAIN_METRIC}_by_weight": curves[how], f"dev_{MAIN_METRIC}_by_normalisation": curves},
+        )
     hybrid = prepared.hybrid_file
     how = config.fusion_normalisation or hybrid.get("normalisation", "min-max")
     where = f"the model's {HYBRID_FILE} ({hybrid.get('source', 'no source given')}"
@@ -320,8 +320,7 @@ def fusion_settings(prepared: Prepared, reference: str, dense: dict[str, DenseSy
         if isinstance(hybrid.get("dev_ndcg@10"), (int, float))
         else ")"
     )
-    return {"method": f"convex {how}", "normalisation": how, "fused": fused, "dense_weight": hybrid["dense_weight"],
-            "weight_from": where, "hybrid_file": hybrid}  # fmt: skip
+    return convex_settings(how, dense_weight=hybrid["dense_weight"], weight_from=where, hybrid_file=hybrid)
 
 
 def score_queries(

@@ -8,9 +8,9 @@ training run has one. Equal weights are not safe everywhere: where BM25 is much 
 The rule: the even mix (0.5) unless dev shows a better weight beyond noise. Every weight whose dev nDCG@10 is
 within one standard error (of the per-query difference to the best weight) of the best is a candidate, and the
 candidate closest to 0.5 is kept. The score normalisation (min-max or z-score, ``fusion.NORMALISATIONS``) is
-chosen the same way first: the one whose best weight scores higher on dev (ties: min-max). On SciFact's carved
-dev split z-score led at every weight from 0.1 to 0.8 (best 0.8338 against min-max's 0.8244). BM25 is ``modeling.evaluation.bm25`` with its default settings, the one
-``evaluate.py`` scores.
+chosen first: the one whose best weight scores higher on dev (``fusion.best_normalisation``). On SciFact's carved
+dev split z-score led at every weight from 0.1 to 0.8 (best 0.8338 against min-max's 0.8244). BM25 is
+``modeling.evaluation.bm25`` with its default settings, the one ``evaluate.py`` scores.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from modeling.cache.cached_matrix import CachedMatrix, document_side
 from modeling.evaluation.bm25 import BM25, BM25Settings
-from modeling.evaluation.fusion import NORMALISATIONS, WEIGHT_GRID, convex
+from modeling.evaluation.fusion import NORMALISATIONS, WEIGHT_GRID, best_normalisation, convex
 from modeling.evaluation.metrics import MAIN_METRIC, Qrels, Run, per_query_metrics
 from modeling.evaluation.search import exact_search, to_run
 from modeling.evaluation.systems import resolve_prompt
@@ -47,10 +47,14 @@ class HybridChoice:
     source: str
     best_weight: float
     standard_error: float
-    curve: dict[float, float] = field(default_factory=dict)
     bm25: dict = field(default_factory=dict)
     normalisation: str = "min-max"
-    curves: dict[str, dict[float, float]] = field(default_factory=dict)  # every normalisation's curve
+    curves: dict[str, dict[float, float]] = field(default_factory=dict)  # dev nDCG@10 by weight, per normalisation
+
+    @property
+    def curve(self) -> dict[float, float]:
+        """The chosen normalisation's dev curve."""
+        return self.curves.get(self.normalisation, {})
 
     def to_json(self) -> dict:
         return {
@@ -134,10 +138,10 @@ def choose_hybrid(
             "hybrid dev nDCG@10 by dense weight (%s): %s; best %g, would choose %g (one standard error %.4f)",
             how, ", ".join(f"{w:g}: {v:.4f}" for w, v in curve.items()), best, chosen, error,
         )  # fmt: skip
-    how = max(NORMALISATIONS, key=lambda h: (round(options[h][3][options[h][1]], 10), -NORMALISATIONS.index(h)))
+    how = best_normalisation({h: curve[best] for h, (_, best, _, curve) in options.items()})
     chosen, best, error, curve = options[how]
     curves = {h: option[3] for h, option in options.items()}
-    return HybridChoice(chosen, curve[chosen], source, best, error, curve, bm25.describe(), how, curves)
+    return HybridChoice(chosen, curve[chosen], source, best, error, bm25.describe(), how, curves)
 
 
 def save_hybrid(choice: HybridChoice | dict, folder: str | Path) -> Path:
