@@ -9,6 +9,12 @@ user runs. The model is then scored on the test split: nDCG@10 over all queries 
 folder holds ``hybrid.json`` (the fusion weight training chose on its dev split), the convex min-max hybrid of the
 model and BM25 with that weight is scored too. Nothing here chooses anything: the test split never feeds back.
 
+``--dev-only SEED...`` chooses without a test split at all: for each outer seed the training queries are carved
+the way ``train.py`` carves its dev split, the outer dev queries become the ``test`` qrels of a BEIR folder written
+under OUTPUT (corpus and queries linked, train qrels the rest), and each variant trains on that folder (carving its
+own inner dev) and is scored on the outer dev queries. The real test split is never opened; this is how variants
+are compared on dev with more queries than one carve holds (81 on SciFact), by-document (unseen) half included.
+
 Results accumulate in ``OUTPUT/results.json`` (a rerun skips the runs already there) and ``OUTPUT/results.md``
 (every run, then mean +- sample standard deviation over carves per variant).
 """
@@ -39,6 +45,9 @@ VARIANTS: dict[str, list[str]] = {
     "pool20-2-per-pair": ["--negatives-per-pair", "2"],
     "pool20-gist0": ["--negative-guard", "gist", "--negative-margin", "0"],
     "carves3": ["--selection-carves", "3"],
+    "average3": ["--average-carves", "3"],
+    "average5": ["--average-carves", "5"],
+    "single": ["--average-carves", "1"],
     "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")
@@ -167,27 +176,68 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def dev_folder(data: str, seed: int, root: Path) -> Path:
+    """A BEIR folder whose ``test`` qrels are the dev queries ``train.py --seed SEED`` would carve from ``data``'s
+    training queries and whose ``train`` qrels are the rest of its pairs (module docstring, ``--dev-only``)."""
+    from modeling.data.ir_data import load_ir_data
+    from modeling.data.training_data import load_training_data
+
+    folder = root / f"outer-{seed}"
+    if (folder / "qrels" / "test.tsv").is_file():
+        return folder
+    carved = load_training_data(data, 0.1, seed=seed)
+    train = load_ir_data(data, "train")
+    dev_texts = set(carved.dev_queries.values())
+    rows = {"train": [], "test": []}
+    for qid, docs in train.qrels.items():
+        text = train.queries[qid]
+        for doc, score in docs.items():
+            if text in dev_texts:
+                rows["test"].append((qid, doc, score))
+            elif train.corpus.get(doc) in carved.pairs.get(text, ()):
+                rows["train"].append((qid, doc, score))
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+        (folder / name).symlink_to(Path(data).resolve() / name)
+    for split, split_rows in rows.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, d, s in split_rows]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/scifact")
     parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS))
     parser.add_argument("--carves", nargs="+", type=int, default=[0], help="seeds of the dev carve (and training)")
     parser.add_argument("--output", default="runs/study")
+    parser.add_argument("--dev-only", nargs="+", type=int, metavar="SEED",
+                        help="score on the dev queries of these outer carves instead of the test split (docstring)")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    output = Path(args.output)
+    if args.dev_only:
+        for outer in args.dev_only:
+            folder = dev_folder(args.data, outer, Path(args.output))
+            study(str(folder), args.variants, args.carves, Path(args.output) / f"outer-{outer}-runs")
+        return 0
+    return study(args.data, args.variants, args.carves, Path(args.output))
+
+
+def study(data: str, variants: list[str], carves: list[int], output: Path) -> int:
+    """Every (variant, carve) of ``data`` trained and scored on its test split; results under ``output``."""
     output.mkdir(parents=True, exist_ok=True)
     results_file = output / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
-    scorer = Scorer(args.data)
+    scorer = Scorer(data)
     if "bare encoder" not in results:
         results["bare encoder"] = scorer.score(None)
-    for variant in args.variants:
-        for seed in args.carves:
+    for variant in variants:
+        for seed in carves:
             key = f"{variant}/seed-{seed}"
             if key in results:
                 continue
-            results[key] = run_one(args.data, output, variant, seed, scorer)
+            results[key] = run_one(data, output, variant, seed, scorer)
             print(key, json.dumps({k: v for k, v in results[key].items() if k != "flags"}), flush=True)
             results_file.write_text(json.dumps(results, indent=2))
             (output / "results.md").write_text(markdown(results))

@@ -50,6 +50,8 @@ class HybridChoice:
     bm25: dict = field(default_factory=dict)
     normalisation: str = "min-max"
     curves: dict[str, dict[float, float]] = field(default_factory=dict)  # dev nDCG@10 by weight, per normalisation
+    # per-query dev nDCG@10 by normalisation and weight: what ``pool_hybrid`` joins over carves (not saved)
+    scores: dict[str, dict[float, list[float]]] = field(default_factory=dict, repr=False)
 
     @property
     def curve(self) -> dict[float, float]:
@@ -125,12 +127,20 @@ def choose_hybrid(
     dev_queries = {qid: queries[qid] for qid in qrels}
     dense = dense_run(twin, dev_queries, corpus)
     sparse = BM25(corpus, bm25).search(dev_queries, DEPTH)
-    options = {}
+    scores: dict[str, dict[float, list[float]]] = {}
     for how in NORMALISATIONS:
-        per_query = {}
+        scores[how] = {}
         for weight in grid:
             scored = per_query_metrics(qrels, convex(dense, sparse, weight, DEPTH, how))
-            per_query[weight] = [scored[qid][MAIN_METRIC] for qid in qrels]
+            scores[how][weight] = [scored[qid][MAIN_METRIC] for qid in qrels]
+    return decide(scores, source, bm25.describe())
+
+
+def decide(scores: dict[str, dict[float, list[float]]], source: str, bm25: dict) -> HybridChoice:
+    """The normalisation whose best weight scores highest on dev, then its weight by ``choose_weight``, from
+    per-query dev nDCG@10 by normalisation and weight."""
+    options = {}
+    for how, per_query in scores.items():
         chosen, best, error = choose_weight(per_query)
         curve = {w: statistics.fmean(v) for w, v in per_query.items()}
         options[how] = (chosen, best, error, curve)
@@ -141,7 +151,17 @@ def choose_hybrid(
     how = best_normalisation({h: curve[best] for h, (_, best, _, curve) in options.items()})
     chosen, best, error, curve = options[how]
     curves = {h: option[3] for h, option in options.items()}
-    return HybridChoice(chosen, curve[chosen], source, best, error, bm25.describe(), how, curves)
+    return HybridChoice(chosen, curve[chosen], source, best, error, bm25, how, curves, scores)
+
+
+def pool_hybrid(choices: list[HybridChoice], source: str) -> HybridChoice:
+    """One choice from the dev queries of several carves together (each carve's queries scored by the head chosen
+    on that carve): the same rule over all of them, so the weight rests on K times the queries."""
+    scores = {
+        how: {w: [s for choice in choices for s in choice.scores[how][w]] for w in choices[0].scores[how]}
+        for how in choices[0].scores
+    }
+    return decide(scores, source, choices[0].bm25)
 
 
 def save_hybrid(choice: HybridChoice | dict, folder: str | Path) -> Path:

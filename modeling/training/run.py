@@ -35,7 +35,7 @@ from modeling.model.layout import ModelLayout
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
 from modeling.training.distill import DistillResult, PseudoQueries, distill
-from modeling.training.hybrid import HybridChoice, choose_hybrid, save_hybrid
+from modeling.training.hybrid import HybridChoice, choose_hybrid, pool_hybrid, save_hybrid
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
 from modeling.training.negatives import base_guide
@@ -107,6 +107,7 @@ class TrainSummary:
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
     selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
+    average_carves: list[dict] = field(default_factory=list)  # --average-carves: each run's carve and choice
 
 
 class CollapseError(RuntimeError):
@@ -198,26 +199,35 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     twin = cached_twin(model, cache)
     if settings.negative_guard == "gist":
         base_guide(twin, encoder)  # the GIST loss's guide: the frozen base over the twin's cached input
-    dataset = training_dataset(data, settings.loss, settings.negatives(), twin, seed=settings.seed)
+    prepared = Prepared(
+        model, encoder, trained, cache, twin, None, None, ([], []), head_state(trained), {}, init=layout.head.init,
+        reduced=layout.head.out_features < layout.head.in_features,
+    )  # fmt: skip
+    prepared = with_split(prepared, settings, data)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if len(dataset) < settings.batch_size * world_size:
+    if len(prepared.dataset) < settings.batch_size * world_size:
         raise ValueError(
-            f"Only {len(dataset)} training rows for a batch of {settings.batch_size} x {world_size} process(es): "
-            f"not one full batch. Lower --batch-size to at most {max(2, len(dataset) // world_size)}."
+            f"Only {len(prepared.dataset)} training rows for a batch of {settings.batch_size} x {world_size} "
+            f"process(es): not one full batch. Lower --batch-size to at most {max(2, len(prepared.dataset) // world_size)}."
         )
+    return prepared
+
+
+def with_split(prepared: Prepared, settings: TrainSettings, data: TrainingData) -> Prepared:
+    """``prepared``'s model and cache with ``data``'s training rows and dev side (another carve's, for
+    ``--average-carves``); the bare encoder and the start scored on that dev split."""
+    dataset = training_dataset(data, settings.loss, settings.negatives(), prepared.twin, seed=settings.seed)
     evaluator = dev_evaluator(data.dev_queries, data.dev_corpus, data.dev_relevant)
     unseen = unseen_evaluator(data)
     guard_pairs = probe_pairs(data.dev_queries, data.dev_corpus, data.dev_relevant, seed=settings.seed)
-    bare = cached_twin(encoder, cache)
-    base_dev = dev_metrics(evaluator, bare)  # the bare encoder, from the same cache
-    prepared = Prepared(
-        model, encoder, trained, cache, twin, dataset, evaluator, guard_pairs, head_state(trained), base_dev,
-        unseen_evaluator=unseen, base_dev_unseen=unseen_score(unseen, bare), init=layout.head.init,
-        reduced=layout.head.out_features < layout.head.in_features,
+    bare = cached_twin(prepared.encoder, prepared.cache)
+    prepared.head.load_state_dict(prepared.start_state)
+    return replace(
+        prepared, dataset=dataset, evaluator=evaluator, guard_pairs=guard_pairs,
+        base_dev=dev_metrics(evaluator, bare),  # the bare encoder, from the same cache
+        unseen_evaluator=unseen, base_dev_unseen=unseen_score(unseen, bare),
+        start_dev=dev_metrics(evaluator, prepared.twin), start_dev_unseen=unseen_score(unseen, prepared.twin),
     )  # fmt: skip
-    prepared.start_dev = dev_metrics(evaluator, twin)
-    prepared.start_dev_unseen = unseen_score(unseen, twin)
-    return prepared
 
 
 def unseen_evaluator(data: TrainingData):
@@ -233,14 +243,17 @@ def unseen_score(evaluator, model) -> float:
     return float("nan") if evaluator is None else dev_metrics(evaluator, model)[SELECTION_METRIC]
 
 
-def run_grid(prepared: Prepared, settings: TrainSettings, grid: list[Trial]) -> tuple[list[TrialResult], list[dict]]:
+def run_grid(
+    prepared: Prepared, settings: TrainSettings, grid: list[Trial], folder: Path | None = None
+) -> tuple[list[TrialResult], list[dict]]:
     """Train every grid point from the start state; returns each trial's result and its kept head weights."""
+    folder = folder or trials_dir(settings)
     results, states = [], []
     for trial in grid:
         prepared.head.load_state_dict(prepared.start_state)
         result = run_trial(
             prepared.twin, prepared.head, prepared.dataset, prepared.evaluator, prepared.guard_pairs,
-            settings, trial, trials_dir(settings) / trial.name,
+            settings, trial, folder / trial.name,
         )  # fmt: skip
         results.append(result)
         states.append(head_state(prepared.head))
@@ -430,7 +443,9 @@ def choose_fusion(twin: SentenceTransformer, data: TrainingData) -> HybridChoice
     return choice
 
 
-def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice) -> bool:
+def refit(
+    prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice, folder: Path | None = None
+) -> bool:
     """When dev was carved from the training data: train once more on all of it with the chosen settings, for the
     chosen number of epochs of the same schedule, then apply the chosen interpolation. Returns whether it ran."""
     best = choice.result
@@ -442,7 +457,7 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
     full = training_dataset(data.with_dev_merged(), settings.loss, settings.negatives(), prepared.twin, settings.seed)
     result = run_trial(
         prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
-        trials_dir(settings) / trial.name,
+        (folder or trials_dir(settings)) / trial.name,
     )  # fmt: skip
     if result.stopped:
         raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
@@ -452,6 +467,65 @@ def refit(prepared: Prepared, settings: TrainSettings, data: TrainingData, choic
         trial.stop_after_epoch, best.learning_rate, best.weight_decay,
     )  # fmt: skip
     return True
+
+
+def carve_record(seed: int, choice: Choice) -> dict:
+    """What one run of ``--average-carves`` chose on its carve's dev split (before its refit)."""
+    kept = choice.kept_identity
+    return {
+        "seed": seed,
+        "learning_rate": None if kept else choice.result.learning_rate,
+        "weight_decay": None if kept else choice.result.weight_decay,
+        "epoch": None if kept else choice.result.best_epoch,
+        "interpolation": 0.0 if kept else choice.interpolation,
+        "dev_ndcg@10": choice.trained_dev.get(SELECTION_METRIC),
+        "dev_unseen_ndcg@10": _finite(choice.trained_dev_unseen),
+    }
+
+
+def mean_state(states: list[dict]) -> dict:
+    return {key: sum(s[key] for s in states) / len(states) if states[0][key].is_floating_point() else states[0][key]
+            for key in states[0]}  # fmt: skip
+
+
+def average_carves(
+    prepared: Prepared, settings: TrainSettings, data: TrainingData, choice: Choice, hybrid: HybridChoice | None,
+    pool_fusion: bool = True,
+) -> tuple[list[dict], HybridChoice | None]:  # fmt: skip
+    """``--average-carves K``: the job (grid, choice on dev, refit) K - 1 more times, each on its own dev carve and
+    seed, then the mean of the K heads' weights in ``prepared.head`` (the first is the head already there).
+
+    Why: one carve's 81 dev queries choose the epoch and setting with a standard error of 0.03, and which training
+    documents the head learns to favour depends on the carve and the batch order; the mean of heads that each fit
+    all the data keeps what the runs agree on and averages out the rest (a model soup, Wortsman et al. 2022: the
+    heads share their identity start, so their weights average like their predictions). The hybrid weight is
+    chosen once on every carve's dev queries together (``pool_hybrid``). Returns (each run's choice, the hybrid).
+    """
+    if settings.average_carves <= 1:
+        return [], hybrid
+    seeds = carve_seeds(settings.seed, settings.average_carves)
+    states, records = [head_state(prepared.head)], [carve_record(seeds[0], choice)]
+    fusions = [hybrid] if hybrid is not None and pool_fusion else []
+    for seed in seeds[1:]:
+        carve = recarve(data, settings.dev_fraction, seed) if data.dev_carved else data
+        carve_settings = replace(settings, seed=seed)
+        folder = trials_dir(settings) / f"average-{seed}"
+        split = with_split(prepared, carve_settings, carve)
+        results, trial_states = run_grid(split, carve_settings, settings.grid(), folder)
+        carve_choice = choose(split, carve_settings, results, trial_states, carve)
+        if fusions and (fusion := choose_fusion(split.twin, carve)) is not None:
+            fusions.append(fusion)
+        refit(split, carve_settings, carve, carve_choice, folder)
+        states.append(head_state(prepared.head))
+        records.append(carve_record(seed, carve_choice))
+        logger.info("average of carves: run %d of %d (carve %d) done", len(states), len(seeds), seed)
+    prepared.head.load_state_dict(mean_state(states))
+    if len(fusions) == len(seeds):
+        queries = sum(len(next(iter(f.scores[f.normalisation].values()))) for f in fusions)
+        kind = "carves of the training queries" if data.dev_carved else "seeds on the data's dev split"
+        hybrid = pool_hybrid(fusions, f"dev splits of {len(seeds)} {kind} ({queries} queries, each scored with "
+                                      "the head chosen on its own split)")  # fmt: skip
+    return records, hybrid
 
 
 @dataclass
@@ -694,7 +768,13 @@ def train(
     student = distill_student(prepared, settings, data, choice, model_card_data) if distilling else None
     hybrid = choose_fusion(prepared.twin if student is None else student.twin, data)
     refitted = refit(prepared, grid_settings, data, choice)
+    runs, hybrid = average_carves(prepared, grid_settings, data, choice, hybrid, pool_fusion=student is None)
     summary = summarize(data, settings, prepared, results, choice, refitted, started, hybrid)
+    if runs:
+        summary.average_carves = runs
+        summary.selection = "; ".join(filter(None, [summary.selection, (
+            f"the saved head is the mean of {len(runs)} runs' heads, each chosen on its own dev carve and refit "
+            "on all the data (--average-carves); the dev figures are the first run's")]))  # fmt: skip
     model = prepared.model
     if student is not None:
         refit_student(prepared, settings, data, student, refitted)

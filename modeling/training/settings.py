@@ -177,6 +177,16 @@ class TrainSettings:
         default=1,
         type=int,
     )
+    average_carves: int = flag(
+        "--average-carves",
+        "training",
+        "run the whole job (grid, choice on dev, refit) K times, each on its own carve of dev from the training "
+        "data and its own seed (with a given dev split: its own seed), and save the average of the K heads' "
+        "weights, a soup that keeps what the runs agree on (K times the training time; 1: off; default 1)",
+        default=1,
+        type=int,
+        metavar="K",
+    )
     unseen_veto: bool = flag(
         "--unseen-veto",
         "training",
@@ -367,8 +377,13 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error("--epochs must be >= 1 and --batch-size >= 2")
     if settings.hard_negatives < 0:
         parser.error("--hard-negatives must be >= 0")
-    if settings.selection_carves < 1:
-        parser.error("--selection-carves must be >= 1")
+    if settings.selection_carves < 1 or settings.average_carves < 1:
+        parser.error("--selection-carves and --average-carves must be >= 1")
+    if settings.selection_carves > 1 and settings.average_carves > 1:
+        parser.error(
+            "--selection-carves and --average-carves are two uses of extra carves: choose one "
+            "(e.g. --average-carves 1 --selection-carves 3)"
+        )
     if settings.negatives_per_pair < 1:
         parser.error("--negatives-per-pair must be >= 1")
     if settings.hard_negatives and settings.negatives_per_pair > settings.hard_negatives:
