@@ -48,6 +48,8 @@ VARIANTS: dict[str, list[str]] = {
     "average3": ["--average-carves", "3"],
     "average5": ["--average-carves", "5"],
     "single": ["--average-carves", "1"],
+    "out128-single": ["--out-dim", "128", "--average-carves", "1"],
+    "out128-average5": ["--out-dim", "128", "--average-carves", "5"],
     "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")

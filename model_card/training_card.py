@@ -84,12 +84,26 @@ def training_info(summary: Any) -> dict[str, Any]:
         "interpolation_toward_trained_head": get("interpolation"),
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
         "hard_negatives": get("hard_negatives") or None,
+        "average_carves": average_text(get("average_carves") or []),
         "hybrid": hybrid_text(get("hybrid") or {}),
     }
     if kept_identity:
         info["outcome"] = "no trial beat the bare encoder on dev: the head was kept at its identity start"
     info.update(reduced_info(summary))
     return {key: value for key, value in info.items() if value not in (None, "", [], {})}
+
+
+def average_text(runs: list[dict]) -> str | None:
+    """``--average-carves``: the saved head is the mean of these runs' heads; each one's dev choice."""
+    if len(runs) < 2:
+        return None
+    chosen = "; ".join(
+        "kept the identity" if run.get("learning_rate") is None
+        else f"lr {run['learning_rate']:g}, decay {run['weight_decay']:g}, epoch {run['epoch']:.0f}"
+        for run in runs
+    )  # fmt: skip
+    return (f"the mean of {len(runs)} heads, each trained on its own dev carve and seed, chosen there and refit on "
+            f"all the data ({chosen}); dev metrics above are the first run's")  # fmt: skip
 
 
 def reduced_info(summary: Any) -> dict[str, Any]:

@@ -50,10 +50,18 @@ def test_the_hybrid_weight_rests_on_every_carves_dev_queries(averaged):
     assert hybrid == summary["hybrid"]
 
 
+def test_the_card_says_the_head_is_a_mean_of_runs(averaged):
+    card = (averaged / "README.md").read_text()
+    assert "Saved head (--average-carves)" in card and "the mean of 3 heads" in card
+
+
 def test_mean_state_averages_floats_and_keeps_the_rest():
     states = [{"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(2)}]
     averaged = mean_state(states)
     assert torch.equal(averaged["w"], torch.tensor([2.0, 4.0])) and averaged["n"].item() == 2
+    frozen = torch.randn(1000, generator=torch.Generator().manual_seed(0))  # e.g. a fixed PCA map
+    assert not torch.equal(sum([frozen] * 5) / 5, frozen)  # float rounding: the plain mean would move it
+    assert torch.equal(mean_state([{"f": frozen.clone()} for _ in range(5)])["f"], frozen)
 
 
 def choice_from(scores: dict[float, list[float]]) -> HybridChoice:

@@ -484,8 +484,15 @@ def carve_record(seed: int, choice: Choice) -> dict:
 
 
 def mean_state(states: list[dict]) -> dict:
-    return {key: sum(s[key] for s in states) / len(states) if states[0][key].is_floating_point() else states[0][key]
-            for key in states[0]}  # fmt: skip
+    """The element-wise mean of float weights; a weight every state holds identically (a frozen map, a count) is
+    kept as it is, bit for bit."""
+    first = states[0]
+    return {
+        key: first[key]
+        if not first[key].is_floating_point() or all(torch.equal(s[key], first[key]) for s in states[1:])
+        else sum(s[key] for s in states) / len(states)
+        for key in first
+    }
 
 
 def average_carves(

@@ -80,6 +80,9 @@ def flag(name: str, group: str, help: str, **argparse_kwargs):
     return field(default=default, metadata=metadata)
 
 
+DEFAULT_AVERAGE_CARVES = 5  # quality_study.py --dev-only: +0.015 dev nDCG@10 over one run (README, issue 10)
+
+
 @dataclass
 class TrainSettings:
     # data
@@ -177,13 +180,14 @@ class TrainSettings:
         default=1,
         type=int,
     )
-    average_carves: int = flag(
+    average_carves: int | None = flag(
         "--average-carves",
         "training",
         "run the whole job (grid, choice on dev, refit) K times, each on its own carve of dev from the training "
         "data and its own seed (with a given dev split: its own seed), and save the average of the K heads' "
-        "weights, a soup that keeps what the runs agree on (K times the training time; 1: off; default 1)",
-        default=1,
+        "weights, a soup that keeps what the runs agree on (K times the training time; 1: off; default 5, or 1 "
+        "with --selection-carves)",
+        default=None,
         type=int,
         metavar="K",
     )
@@ -293,6 +297,8 @@ class TrainSettings:
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
         self.weight_decays = tuple(self.weight_decays)
+        if self.average_carves is None:  # --selection-carves spends the extra carves on selection instead
+            self.average_carves = 1 if self.selection_carves > 1 else DEFAULT_AVERAGE_CARVES
         if self.output_dir is not None:
             self.output_dir = Path(self.output_dir)
 
