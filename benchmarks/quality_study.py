@@ -50,6 +50,9 @@ VARIANTS: dict[str, list[str]] = {
     "single": ["--average-carves", "1"],
     "out128-single": ["--out-dim", "128", "--average-carves", "1"],
     "out128-average5": ["--out-dim", "128", "--average-carves", "5"],
+    "out128-teacher-scored": ["--out-dim", "128", "--pseudo-scorer", "teacher"],
+    "cmse128": ["--out-dim", "128", "--loss", "cosine-mse"],
+    "cmse128-teacher-scored": ["--out-dim", "128", "--loss", "cosine-mse", "--pseudo-scorer", "teacher"],
     "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")
@@ -214,8 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=["default"], choices=list(VARIANTS))
     parser.add_argument("--carves", nargs="+", type=int, default=[0], help="seeds of the dev carve (and training)")
     parser.add_argument("--output", default="runs/study")
-    parser.add_argument("--dev-only", nargs="+", type=int, metavar="SEED",
-                        help="score on the dev queries of these outer carves instead of the test split (docstring)")
+    parser.add_argument(
+        "--dev-only",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="score on the dev queries of these outer carves instead of the test split (docstring)",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.dev_only:

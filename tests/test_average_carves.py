@@ -9,23 +9,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from modeling.cli import train
 from modeling.training.hybrid import HybridChoice, decide, pool_hybrid
 from modeling.training.run import mean_state
 from modeling.training.settings import parse_settings
-from tests.training_fixtures import pair_rows, save_tiny_encoder, write_jsonl
+from tests.training_fixtures import train_small_run
 
 
 @pytest.fixture(scope="module")
 def averaged(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("average-run")
-    encoder = save_tiny_encoder(folder / "encoder")
-    data = write_jsonl(folder / "pairs.jsonl", pair_rows(160))
-    args = ["--encoder", str(encoder), "--data", str(data), "--output-dir", str(folder / "out"),
-            "--cache-dir", str(folder / "cache"), "--quiet", "--epochs", "2", "--learning-rate", "3e-3",
-            "--weight-decay", "0", "--no-interpolate", "--average-carves", "3"]  # fmt: skip
-    assert train.main(args) == 0
-    return folder / "out"
+    return train_small_run(tmp_path_factory.mktemp("average-run"), "--no-interpolate", "--average-carves", "3")
 
 
 def test_the_saved_head_is_the_mean_of_every_carves_refit(averaged):
@@ -34,7 +26,9 @@ def test_the_saved_head_is_the_mean_of_every_carves_refit(averaged):
     assert len(runs) == 3 and len({run["seed"] for run in runs}) == 3 and runs[0]["seed"] == 0
     assert all(run["learning_rate"] == 3e-3 and run["epoch"] >= 1 for run in runs)
     assert "mean of 3 runs' heads" in summary["selection"]
-    refits = [averaged / "trials" / "refit"] + [averaged / "trials" / f"average-{run['seed']}" / "refit" for run in runs[1:]]
+    refits = [averaged / "trials" / "refit"] + [
+        averaged / "trials" / f"average-{run['seed']}" / "refit" for run in runs[1:]
+    ]
     heads = [load_file(str(folder / "head.safetensors")) for folder in refits]
     assert not torch.equal(heads[0]["delta"], heads[1]["delta"])  # each run trained on its own carve and seed
     saved = load_file(str(averaged / "2_Router" / "query_0_ProjectionHead" / "model.safetensors"))
@@ -56,7 +50,10 @@ def test_the_card_says_the_head_is_a_mean_of_runs(averaged):
 
 
 def test_mean_state_averages_floats_and_keeps_the_rest():
-    states = [{"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)}, {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(2)}]
+    states = [
+        {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor(2)},
+        {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor(2)},
+    ]
     averaged = mean_state(states)
     assert torch.equal(averaged["w"], torch.tensor([2.0, 4.0])) and averaged["n"].item() == 2
     frozen = torch.randn(1000, generator=torch.Generator().manual_seed(0))  # e.g. a fixed PCA map

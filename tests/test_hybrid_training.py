@@ -6,22 +6,14 @@ import json
 
 import pytest
 
-from modeling.cli import train
 from modeling.hub import ROOT_FILES
 from modeling.training.settings import parse_settings
-from tests.training_fixtures import pair_rows, save_tiny_encoder, write_jsonl
+from tests.training_fixtures import train_small_run
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hybrid-run")
-    encoder = save_tiny_encoder(folder / "encoder")
-    data = write_jsonl(folder / "pairs.jsonl", pair_rows(160))
-    args = ["--encoder", str(encoder), "--data", str(data), "--output-dir", str(folder / "out"),
-            "--cache-dir", str(folder / "cache"), "--quiet", "--epochs", "2", "--learning-rate", "3e-3",
-            "--weight-decay", "0", "--selection-carves", "2"]  # fmt: skip
-    assert train.main(args) == 0
-    return folder / "out"
+    return train_small_run(tmp_path_factory.mktemp("hybrid-run"), "--selection-carves", "2")
 
 
 def test_hybrid_json_is_saved_with_the_model_and_shown_in_the_card(trained):

@@ -155,3 +155,27 @@ def test_stock_format_of_a_routes_model_computes_the_same(tiny, tmp_path):
         assert torch.allclose(
             torch.as_tensor(getattr(stock, encode)(texts)), torch.as_tensor(getattr(model, encode)(texts)), atol=1e-5
         )
+
+
+def test_the_pseudo_query_scorer_flag_picks_who_scores_them(tmp_path, encoder_dir, pairs, monkeypatch):
+    """--pseudo-scorer bare (default): the pseudo-queries' targets are the bare encoder's scores (the identity on
+    pre-head embeddings); teacher: the full-width head's."""
+    import modeling.training.run as run_module
+
+    assert parse_settings([]).pseudo_scorer == "bare"
+    seen = {}
+    real = run_module.distill
+
+    def spy(container, query_head, document_head, teacher, *args, pseudo=None, **kwargs):
+        x = torch.randn(3, query_head.in_features)
+        seen[scorer] = (torch.equal(pseudo.teacher(x), x), pseudo.teacher is teacher)
+        return real(container, query_head, document_head, teacher, *args, pseudo=pseudo, **kwargs)
+
+    monkeypatch.setattr(run_module, "distill", spy)
+    for scorer in ("bare", "teacher"):
+        code = run_train(encoder_dir, pairs, tmp_path / scorer, tmp_path / "cache", "--out-dim", "8", "--epochs", "2",
+                         "--learning-rate", "3e-3", "--weight-decay", "0", "--average-carves", "1",
+                         "--pseudo-scorer", scorer)  # fmt: skip
+        assert code == 0
+    assert seen["bare"] == (True, False)
+    assert seen["teacher"][1] is True

@@ -61,6 +61,16 @@ def run_train(encoder_dir, data, output, cache, *extra) -> int:
     return train.main([*args, "--quiet", *extra])
 
 
+def train_small_run(folder: Path, *extra) -> Path:
+    """A short run (2 epochs, lr 3e-3, no decay) on 160 pairs with the tiny encoder; returns its model folder."""
+    encoder = save_tiny_encoder(folder / "encoder")
+    data = write_jsonl(folder / "pairs.jsonl", pair_rows(160))
+    code = run_train(encoder, data, folder / "out", folder / "cache", "--epochs", "2", "--learning-rate", "3e-3",
+                     "--weight-decay", "0", *extra)  # fmt: skip
+    assert code == 0
+    return folder / "out"
+
+
 def state_hash(module) -> str:
     """A digest of a module's weights, bit for bit."""
     import hashlib

@@ -7,7 +7,7 @@ softmax distributions over all documents, at the ranking loss's scale), plus the
 cosines on random document samples. Every document is in every step's loss, so documents no training query touches
 are placed by the teacher's scores too, not left where a pairwise loss would push them by accident. The query map,
 though, only sees the training queries; ``PseudoQueries`` (one per document, ``modeling.training.pseudo_queries``)
-ask it to rank every region of the corpus as the teacher does (SciFact 128-d, test unseen slice 0.6223 -> 0.6604).
+ask it to rank every region of the corpus as their scorer does (the bare encoder by default: ``--pseudo-scorer``).
 
 Why a loop of its own and not the library's trainer: the loss needs all corpus embeddings in every step (one
 matrix product on cached embeddings), which the trainer's per-row datasets cannot express without re-reading the

@@ -3,8 +3,8 @@
 A query map learned only from the training queries is shaped by the documents those queries are about; queries
 about other documents land in a space that was never asked to rank them. One short query per document (its first
 sentence: a BEIR document's title, which ``ir_data`` puts first, or the opening sentence of a corpus without
-titles) lets the distillation ask the reduced model to reproduce the teacher's ranking for every document's region
-of the corpus, not only the trained ones.
+titles) lets the distillation ask the reduced model to reproduce a ranking (the bare encoder's, by default) for every
+document's region of the corpus, not only the trained ones.
 """
 
 from __future__ import annotations

@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
 DISTILL_DOCUMENTS = 50_000  # a larger corpus is distilled on a seeded sample of this many documents
-PSEUDO_TEACHER = "teacher"  # who scores the pseudo-queries: the full-width head ("teacher") or the bare encoder
 PSEUDO_WEIGHT = 3.0  # the pseudo-queries' KL term against the training queries' (README, "Reduced models")
 UNSEEN_TOLERANCE = 0.005  # issue 13: below the bare encoder on the by-document dev half by more than this: vetoed
 
@@ -594,7 +593,9 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
     )
     pseudo = None
     if student.pseudo is not None:
-        scorer = teacher if PSEUDO_TEACHER == "teacher" else (lambda x: x)
+        # --pseudo-scorer: the teacher learned from queries about training documents; the bare encoder judges every
+        # document's own first sentence alike, and led for both losses on outer dev carves (README, "Reduced models")
+        scorer = teacher if settings.pseudo_scorer == "teacher" else (lambda x: x)
         pseudo = PseudoQueries(student.pseudo, scorer, weight=PSEUDO_WEIGHT)
     return distill(
         student.container, layout.head, layout.document_head, teacher,

@@ -180,6 +180,14 @@ class TrainSettings:
         default=1,
         type=int,
     )
+    pseudo_scorer: str = flag(
+        "--pseudo-scorer",
+        "model",
+        "distill placements: who scores the pseudo-queries, the bare encoder (default: on outer dev carves it led "
+        "for both losses) or the full-width teacher",
+        default="bare",
+        choices=("bare", "teacher"),
+    )
     average_carves: int | None = flag(
         "--average-carves",
         "training",
