@@ -84,7 +84,7 @@ def training_info(summary: Any) -> dict[str, Any]:
         "interpolation_toward_trained_head": get("interpolation"),
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
         "hard_negatives": get("hard_negatives") or None,
-        "average_carves": average_text(get("average_carves") or []),
+        "average_carves": average_text(get("average_carves") or [], distilled=get("distill_epochs") is not None),
         "hybrid": hybrid_text(get("hybrid") or {}),
     }
     if kept_identity:
@@ -93,8 +93,9 @@ def training_info(summary: Any) -> dict[str, Any]:
     return {key: value for key, value in info.items() if value not in (None, "", [], {})}
 
 
-def average_text(runs: list[dict]) -> str | None:
-    """``--average-carves``: the saved head is the mean of these runs' heads; each one's dev choice."""
+def average_text(runs: list[dict], distilled: bool = False) -> str | None:
+    """``--average-carves``: the saved head (for a distilled model: its full-width teacher) is the mean of these runs'
+    heads; each one's dev choice."""
     if len(runs) < 2:
         return None
     chosen = "; ".join(
@@ -102,8 +103,9 @@ def average_text(runs: list[dict]) -> str | None:
         else f"lr {run['learning_rate']:g}, decay {run['weight_decay']:g}, epoch {run['epoch']:.0f}"
         for run in runs
     )  # fmt: skip
-    return (f"the mean of {len(runs)} heads, each trained on its own dev carve and seed, chosen there and refit on "
-            f"all the data ({chosen}); dev metrics above are the first run's")  # fmt: skip
+    what = "the full-width teacher the reduced model learned from is" if distilled else "the head is"
+    return (f"{what} the mean of {len(runs)} heads, each trained on its own dev carve and seed, chosen there and "
+            f"refit on all the data ({chosen}); dev metrics above are the first run's")  # fmt: skip
 
 
 def reduced_info(summary: Any) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_the_hybrid_weight_rests_on_every_carves_dev_queries(averaged):
 
 def test_the_card_says_the_head_is_a_mean_of_runs(averaged):
     card = (averaged / "README.md").read_text()
-    assert "Saved head (--average-carves)" in card and "the mean of 3 heads" in card
+    assert "Saved head (--average-carves)" in card and "the head is the mean of 3 heads" in card
 
 
 def test_mean_state_averages_floats_and_keeps_the_rest():

@@ -44,6 +44,8 @@ def test_out_dim_alone_trains_the_reduced_default(tmp_path, encoder_dir, pairs):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "bytes per document" in card and "32 bytes per document" in card
     assert "Pseudo-queries distilled (first sentences of documents)" in card
+    assert len(summary["average_carves"]) == 5  # the default: the teacher is the mean of 5 runs' heads
+    assert "the full-width teacher the reduced model learned from is the mean of 5 heads" in card
 
 
 def test_out_dim_with_query_placement_or_above_the_encoder_is_refused(tmp_path, encoder_dir, pairs, capsys):
