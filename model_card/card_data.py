@@ -56,6 +56,7 @@ TRAINING_LABELS = {
     "interpolation_toward_trained_head": "Interpolation from the identity to the trained head (chosen on dev)",
     "refit": "Final fit",
     "hard_negatives": "Hard negatives",
+    "anchor": "Pseudo-queries anchored to the bare encoder (--anchor-weight)",
     "average_carves": "Saved head (--average-carves)",
     "hybrid": "Hybrid with BM25",
     "best_epoch": "Epoch chosen on dev",

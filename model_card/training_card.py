@@ -84,6 +84,7 @@ def training_info(summary: Any) -> dict[str, Any]:
         "interpolation_toward_trained_head": get("interpolation"),
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
         "hard_negatives": get("hard_negatives") or None,
+        "anchor": get("anchor") or None,
         "average_carves": average_text(get("average_carves") or [], distilled=get("distill_epochs") is not None),
         "hybrid": hybrid_text(get("hybrid") or {}),
     }

@@ -105,6 +105,7 @@ class TrainSummary:
     pseudo_queries: int | None = None  # distill: pseudo-queries (first sentences of documents) distilled beside them
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
+    anchor: str = ""  # --anchor-weight: the pseudo-queries' KL term, or empty when off
     selection: str = ""  # how the setting was chosen when more than one carve or a veto was involved
     average_carves: list[dict] = field(default_factory=list)  # --average-carves: each run's carve and choice
 
@@ -133,6 +134,7 @@ class Prepared:
     start_dev_unseen: float = float("nan")
     init: str = "identity"  # how the start was made: identity (full width) or pca (reduced)
     reduced: bool = False
+    anchor: Any = None  # --anchor-weight: the pseudo-queries' KL term added to each trial's loss (anchor.py)
 
 
 @dataclass
@@ -202,6 +204,7 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
         model, encoder, trained, cache, twin, None, None, ([], []), head_state(trained), {}, init=layout.head.init,
         reduced=layout.head.out_features < layout.head.in_features,
     )  # fmt: skip
+    prepared.anchor = build_anchor(settings, data, cache, layout)
     prepared = with_split(prepared, settings, data)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if len(prepared.dataset) < settings.batch_size * world_size:
@@ -210,6 +213,27 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
             f"process(es): not one full batch. Lower --batch-size to at most {max(2, len(prepared.dataset) // world_size)}."
         )
     return prepared
+
+
+def build_anchor(settings: TrainSettings, data: TrainingData, cache: EmbeddingCache, layout: ModelLayout):
+    """``--anchor-weight`` > 0 and a full-width query-only head: the pseudo-queries (embedded once through the
+    cache) and the documents they are ranked against (a seeded sample of ``DISTILL_DOCUMENTS`` for a larger
+    corpus). None otherwise."""
+    from modeling.training.anchor import Anchor
+
+    if settings.anchor_weight <= 0 or settings.layout != "query" or not settings.pseudo_queries:
+        return None
+    if layout.head.out_features != layout.head.in_features:
+        return None
+    texts = pseudo_queries(data.corpus, settings.pseudo_queries, seed=settings.seed)
+    if not texts:
+        return None
+    cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
+    corpus = data.corpus if len(data.corpus) <= DISTILL_DOCUMENTS else random.Random(settings.seed).sample(
+        data.corpus, DISTILL_DOCUMENTS)  # fmt: skip
+    anchor = Anchor(cache.get(texts), cache.get(corpus), layout.head, settings.anchor_weight, seed=settings.seed)
+    logger.info("anchor: %s", anchor.describe())
+    return anchor
 
 
 def with_split(prepared: Prepared, settings: TrainSettings, data: TrainingData) -> Prepared:
@@ -252,7 +276,7 @@ def run_grid(
         prepared.head.load_state_dict(prepared.start_state)
         result = run_trial(
             prepared.twin, prepared.head, prepared.dataset, prepared.evaluator, prepared.guard_pairs,
-            settings, trial, folder / trial.name,
+            settings, trial, folder / trial.name, anchor=prepared.anchor,
         )  # fmt: skip
         results.append(result)
         states.append(head_state(prepared.head))
@@ -302,7 +326,7 @@ def pool_carves(
             prepared.head.load_state_dict(prepared.start_state)
             result = run_trial(
                 prepared.twin, prepared.head, dataset, evaluator, guard_pairs, settings, trial,
-                trials_dir(settings) / f"carve-{seed}" / trial.name,
+                trials_dir(settings) / f"carve-{seed}" / trial.name, anchor=prepared.anchor,
             )  # fmt: skip
             key = (trial.learning_rate, trial.weight_decay)
             if key in histories and not result.stopped:
@@ -456,7 +480,7 @@ def refit(
     full = training_dataset(data.with_dev_merged(), settings.loss, settings.negatives(), prepared.twin, settings.seed)
     result = run_trial(
         prepared.twin, head, full, prepared.evaluator, prepared.guard_pairs, settings, trial,
-        (folder or trials_dir(settings)) / trial.name,
+        (folder or trials_dir(settings)) / trial.name, anchor=prepared.anchor,
     )  # fmt: skip
     if result.stopped:
         raise CollapseError(f"The final refit on all the data was stopped by the collapse guard: {result.guard}")
@@ -701,6 +725,7 @@ def summarize(
         ),
         hybrid={} if hybrid is None else hybrid.to_json(),
         selection=choice.selection,
+        anchor="" if prepared.anchor is None else prepared.anchor.describe(),
     )
 
 
@@ -768,7 +793,11 @@ def train(
     check_and_record(trials, identity, settings.resume, write=is_main_process())
     distilling = settings.placement in ("distill", "distill-queries")
     # distill: the grid trains the full-width query-only teacher; the reduced student comes after it.
-    grid_settings = replace(settings, placement="query", out_features=None, init=None) if distilling else settings
+    # The teacher trains without --anchor-weight: the student has its own pseudo-query term against the bare encoder,
+    # and the distilled model was measured on outer dev carves that way (README, "Reduced models").
+    grid_settings = (
+        replace(settings, placement="query", out_features=None, init=None, anchor_weight=0.0) if distilling else settings
+    )
     prepared = prepare(data, grid_settings, None if distilling else model_card_data)
     results, states = run_grid(prepared, grid_settings, settings.grid())
     pooled = pool_carves(prepared, grid_settings, data, results)

@@ -122,9 +122,9 @@ class TrainSettings:
     pseudo_queries: int = flag(
         "--pseudo-queries",
         "model",
-        "distill placements: up to this many pseudo-queries (each document's first sentence, e.g. its title) are "
-        "distilled beside the training queries, so documents no training query touches are placed too (0: off; "
-        "default 50000)",
+        "up to this many pseudo-queries (each document's first sentence, e.g. its title): distilled beside the "
+        "training queries (distill placements) and anchored to the bare encoder's ranking (--anchor-weight), so "
+        "documents no training query touches are placed too (0: off; default 50000)",
         default=50_000,
         type=int,
     )
@@ -187,6 +187,15 @@ class TrainSettings:
         "for both losses) or the full-width teacher",
         default="bare",
         choices=("bare", "teacher"),
+    )
+    anchor_weight: float = flag(
+        "--anchor-weight",
+        "training",
+        "full-width query heads: weight of a KL term that keeps the head's ranking of the pseudo-queries (each "
+        "document's first sentence, --pseudo-queries of them) at the bare encoder's, so documents no training query "
+        "touches keep their place (0: off; default 1; a distilled model's teacher trains without it)",
+        default=1.0,
+        type=float,
     )
     average_carves: int | None = flag(
         "--average-carves",
@@ -391,6 +400,8 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error("--epochs must be >= 1 and --batch-size >= 2")
     if settings.hard_negatives < 0:
         parser.error("--hard-negatives must be >= 0")
+    if settings.anchor_weight < 0:
+        parser.error("--anchor-weight must be >= 0")
     if settings.selection_carves < 1 or settings.average_carves < 1:
         parser.error("--selection-carves and --average-carves must be >= 1")
     if settings.selection_carves > 1 and settings.average_carves > 1:

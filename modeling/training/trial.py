@@ -265,11 +265,18 @@ def read_trial(head: ProjectionHead, directory: Path) -> TrialResult | None:
     return TrialResult(**stored)
 
 
-def trial_loss(twin: SentenceTransformer, settings: TrainSettings):
-    """The registry's loss, or the ranking loss guarded by the frozen base (``--negative-guard gist``)."""
+def trial_loss(twin: SentenceTransformer, settings: TrainSettings, anchor=None):
+    """The registry's loss, or the ranking loss guarded by the frozen base (``--negative-guard gist``); with an
+    ``anchor`` (``modeling.training.anchor``), that loss plus the pseudo-queries' KL term."""
     if settings.negative_guard == "gist" and not LOSSES[settings.loss].labelled:
-        return gist_loss(twin, base_guide(twin), settings.scale, settings.negative_margin or 0.0)
-    return make_loss(settings.loss, twin, settings.scale)
+        loss = gist_loss(twin, base_guide(twin), settings.scale, settings.negative_margin or 0.0)
+    else:
+        loss = make_loss(settings.loss, twin, settings.scale)
+    if anchor is None:
+        return loss
+    from modeling.training.anchor import AnchoredLoss
+
+    return AnchoredLoss(loss, anchor, settings.scale)
 
 
 def run_trial(
@@ -282,6 +289,7 @@ def run_trial(
     trial: Trial,
     directory: Path,
     use_guard: bool = True,
+    anchor=None,
 ) -> TrialResult:
     """Train the head from its current state for one trial; leaves the best epoch's weights in ``head``.
 
@@ -318,7 +326,7 @@ def run_trial(
         model=twin,
         args=args,
         train_dataset=dataset,
-        loss=trial_loss(twin, settings),
+        loss=trial_loss(twin, settings, anchor),
         evaluator=None if refit else evaluator,
         callbacks=callbacks,
     )
