@@ -796,7 +796,9 @@ def train(
     # The teacher trains without --anchor-weight: the student has its own pseudo-query term against the bare encoder,
     # and the distilled model was measured on outer dev carves that way (README, "Reduced models").
     grid_settings = (
-        replace(settings, placement="query", out_features=None, init=None, anchor_weight=0.0) if distilling else settings
+        replace(settings, placement="query", out_features=None, init=None, anchor_weight=0.0)
+        if distilling
+        else settings
     )
     prepared = prepare(data, grid_settings, None if distilling else model_card_data)
     results, states = run_grid(prepared, grid_settings, settings.grid())
