@@ -45,9 +45,10 @@ VARIANTS: dict[str, list[str]] = {
     "pool20-2-per-pair": ["--negatives-per-pair", "2"],
     "pool20-gist0": ["--negative-guard", "gist", "--negative-margin", "0"],
     "carves3": ["--selection-carves", "3"],
-    "average3": ["--average-carves", "3"],
-    "average5": ["--average-carves", "5"],
-    "single": ["--average-carves", "1"],
+    "average3": ["--average-carves", "3", "--anchor-weight", "0"],
+    "average5": ["--average-carves", "5", "--anchor-weight", "0"],
+    "single": ["--average-carves", "1", "--anchor-weight", "0"],
+    "anchored": ["--average-carves", "5", "--anchor-weight", "1"],  # the default since the anchor study
     "out128-single": ["--out-dim", "128", "--average-carves", "1"],
     "out128-average5": ["--out-dim", "128", "--average-carves", "5"],
     "out128-teacher-scored": ["--out-dim", "128", "--pseudo-scorer", "teacher"],
