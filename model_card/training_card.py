@@ -85,7 +85,9 @@ def training_info(summary: Any) -> dict[str, Any]:
         "refit": "retrained on train + the carved dev split with the chosen settings" if get("refit_on_dev") else None,
         "hard_negatives": get("hard_negatives") or None,
         "anchor": get("anchor") or None,
-        "average_carves": average_text(get("average_carves") or [], distilled=get("distill_epochs") is not None),
+        "average_carves": average_text(
+            get("average_carves") or [], distilled=get("distill_epochs") is not None, carved=bool(get("refit_on_dev"))
+        ),
         "hybrid": hybrid_text(get("hybrid") or {}),
     }
     if kept_identity:
@@ -94,7 +96,7 @@ def training_info(summary: Any) -> dict[str, Any]:
     return {key: value for key, value in info.items() if value not in (None, "", [], {})}
 
 
-def average_text(runs: list[dict], distilled: bool = False) -> str | None:
+def average_text(runs: list[dict], distilled: bool = False, carved: bool = True) -> str | None:
     """``--average-carves``: the saved head (for a distilled model: its full-width teacher) is the mean of these runs'
     heads; each one's dev choice."""
     if len(runs) < 2:
@@ -105,8 +107,9 @@ def average_text(runs: list[dict], distilled: bool = False) -> str | None:
         for run in runs
     )  # fmt: skip
     what = "the full-width teacher the reduced model learned from is" if distilled else "the head is"
-    return (f"{what} the mean of {len(runs)} heads, each trained on its own dev carve and seed, chosen there and "
-            f"refit on all the data ({chosen}); dev metrics above are the first run's")  # fmt: skip
+    how = ("each trained on its own dev carve and seed, chosen there and refit on all the data" if carved
+           else "each trained with its own seed and chosen on the data's dev split")  # fmt: skip
+    return f"{what} the mean of {len(runs)} heads, {how} ({chosen}); dev metrics above are the first run's"
 
 
 def reduced_info(summary: Any) -> dict[str, Any]:

@@ -81,3 +81,19 @@ def test_bad_average_flags_exit_2(flags):
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(flags)
     assert exit_info.value.code == 2
+
+
+def test_with_a_given_dev_split_the_runs_differ_by_seed(tmp_path):
+    from tests.training_fixtures import pair_rows, run_train, save_tiny_encoder, write_beir
+
+    data = write_beir(tmp_path / "beir", pair_rows(160))
+    code = run_train(save_tiny_encoder(tmp_path / "encoder"), data, tmp_path / "out", tmp_path / "cache",
+                     "--epochs", "2", "--learning-rate", "3e-3", "--weight-decay", "0", "--average-carves", "2")  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert len(summary["average_carves"]) == 2 and not summary["refit_on_dev"]
+    assert "each with its own seed, chosen on the data's dev split" in summary["selection"]
+    assert (
+        "each trained with its own seed and chosen on the data's dev split"
+        in (tmp_path / "out" / "README.md").read_text()
+    )

@@ -812,8 +812,10 @@ def train(
     if runs:
         summary.average_carves = runs
         summary.selection = "; ".join(filter(None, [summary.selection, (
-            f"the saved head is the mean of {len(runs)} runs' heads, each chosen on its own dev carve and refit "
-            "on all the data (--average-carves); the dev figures are the first run's")]))  # fmt: skip
+            f"the saved head is the mean of {len(runs)} runs' heads, "
+            + ("each chosen on its own dev carve and refit on all the data" if data.dev_carved
+               else "each with its own seed, chosen on the data's dev split")
+            + " (--average-carves); the dev figures are the first run's")]))  # fmt: skip
     model = prepared.model
     if student is not None:
         refit_student(prepared, settings, data, student, refitted)
