@@ -54,6 +54,11 @@ class HybridChoice:
     scores: dict[str, dict[float, list[float]]] = field(default_factory=dict, repr=False)
 
     @property
+    def num_queries(self) -> int:
+        """How many dev queries the per-query ``scores`` hold."""
+        return len(next(iter(self.scores[self.normalisation].values())))
+
+    @property
     def curve(self) -> dict[float, float]:
         """The chosen normalisation's dev curve."""
         return self.curves.get(self.normalisation, {})

@@ -215,23 +215,35 @@ def prepare(data: TrainingData, settings: TrainSettings, model_card_data=None) -
     return prepared
 
 
+def corpus_sample(corpus: list[str], seed: int) -> list[str]:
+    """The documents the pseudo-queries and distillation rank against: all, or a seeded ``DISTILL_DOCUMENTS``."""
+    return corpus if len(corpus) <= DISTILL_DOCUMENTS else random.Random(seed).sample(corpus, DISTILL_DOCUMENTS)
+
+
+def pseudo_query_embeddings(cache: EmbeddingCache, corpus: list[str], settings: TrainSettings):
+    """Pre-head embeddings of up to ``--pseudo-queries`` first sentences of ``corpus`` (embedded once through the
+    cache); None when there are none."""
+    texts = pseudo_queries(corpus, settings.pseudo_queries, seed=settings.seed) if settings.pseudo_queries else []
+    if not texts:
+        return None
+    cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
+    logger.info("%d pseudo-queries (first sentences of documents)", len(texts))
+    return cache.get(texts)
+
+
 def build_anchor(settings: TrainSettings, data: TrainingData, cache: EmbeddingCache, layout: ModelLayout):
     """``--anchor-weight`` > 0 and a full-width query-only head: the pseudo-queries (embedded once through the
     cache) and the documents they are ranked against (a seeded sample of ``DISTILL_DOCUMENTS`` for a larger
     corpus). None otherwise."""
     from modeling.training.anchor import Anchor
 
-    if settings.anchor_weight <= 0 or settings.layout != "query" or not settings.pseudo_queries:
+    if settings.anchor_weight <= 0 or settings.layout != "query" or layout.head.out_features != layout.head.in_features:
         return None
-    if layout.head.out_features != layout.head.in_features:
+    pseudo = pseudo_query_embeddings(cache, data.corpus, settings)
+    if pseudo is None:
         return None
-    texts = pseudo_queries(data.corpus, settings.pseudo_queries, seed=settings.seed)
-    if not texts:
-        return None
-    cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
-    corpus = data.corpus if len(data.corpus) <= DISTILL_DOCUMENTS else random.Random(settings.seed).sample(
-        data.corpus, DISTILL_DOCUMENTS)  # fmt: skip
-    anchor = Anchor(cache.get(texts), cache.get(corpus), layout.head, settings.anchor_weight, seed=settings.seed)
+    documents = cache.get(corpus_sample(data.corpus, settings.seed))
+    anchor = Anchor(pseudo, documents, layout.head, settings.anchor_weight, seed=settings.seed)
     logger.info("anchor: %s", anchor.describe())
     return anchor
 
@@ -318,16 +330,9 @@ def pool_carves(
         return None
     histories = {(r.learning_rate, r.weight_decay): [r.dev_history] for r in results if not r.stopped}
     for seed in carve_seeds(settings.seed, settings.selection_carves)[1:]:
-        carve = recarve(data, settings.dev_fraction, seed)
-        dataset = training_dataset(carve, settings.loss, settings.negatives(), prepared.twin, settings.seed)
-        evaluator = dev_evaluator(carve.dev_queries, carve.dev_corpus, carve.dev_relevant)
-        guard_pairs = probe_pairs(carve.dev_queries, carve.dev_corpus, carve.dev_relevant, seed=settings.seed)
-        for trial in settings.grid():
-            prepared.head.load_state_dict(prepared.start_state)
-            result = run_trial(
-                prepared.twin, prepared.head, dataset, evaluator, guard_pairs, settings, trial,
-                trials_dir(settings) / f"carve-{seed}" / trial.name, anchor=prepared.anchor,
-            )  # fmt: skip
+        split = with_split(prepared, settings, recarve(data, settings.dev_fraction, seed))
+        carve_results, _ = run_grid(split, settings, settings.grid(), trials_dir(settings) / f"carve-{seed}")
+        for trial, result in zip(settings.grid(), carve_results):
             key = (trial.learning_rate, trial.weight_decay)
             if key in histories and not result.stopped:
                 histories[key].append(result.dev_history)
@@ -551,7 +556,7 @@ def average_carves(
         logger.info("average of carves: run %d of %d (carve %d) done", len(states), len(seeds), seed)
     prepared.head.load_state_dict(mean_state(states))
     if len(fusions) == len(seeds):
-        queries = sum(len(next(iter(f.scores[f.normalisation].values()))) for f in fusions)
+        queries = sum(fusion.num_queries for fusion in fusions)
         kind = "carves of the training queries" if data.dev_carved else "seeds on the data's dev split"
         hybrid = pool_hybrid(fusions, f"dev splits of {len(seeds)} {kind} ({queries} queries, each scored with "
                                       "the head chosen on its own split)")  # fmt: skip
@@ -591,11 +596,7 @@ def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
     if settings.placement == "distill-queries":
         layout.document_head.requires_grad_(False)  # documents keep the PCA start: only the query map learns
     student = Student(model, cached_twin(model, prepared.cache), layout.container, head_state(layout.container))
-    if settings.pseudo_queries:
-        texts = pseudo_queries(data.corpus, settings.pseudo_queries, seed=settings.seed)
-        prepared.cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
-        student.pseudo = prepared.cache.get(texts)
-        logger.info("distillation: %d pseudo-queries (first sentences of documents)", len(texts))
+    student.pseudo = pseudo_query_embeddings(prepared.cache, data.corpus, settings)
     return student
 
 
@@ -610,11 +611,7 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
     """Distil ``teacher`` into the student from its start, on ``data``'s training queries and the whole corpus."""
     layout = ModelLayout.of(student.model)
     student.container.load_state_dict(student.start_state)
-    corpus = (
-        data.corpus
-        if len(data.corpus) <= DISTILL_DOCUMENTS
-        else random.Random(settings.seed).sample(data.corpus, DISTILL_DOCUMENTS)
-    )
+    corpus = corpus_sample(data.corpus, settings.seed)
     pseudo = None
     if student.pseudo is not None:
         # --pseudo-scorer: the teacher learned from queries about training documents; the bare encoder judges every
