@@ -48,10 +48,16 @@ VARIANTS: dict[str, list[str]] = {
     "average3": ["--average-carves", "3", "--anchor-weight", "0"],
     "average5": ["--average-carves", "5", "--anchor-weight", "0"],
     "single": ["--average-carves", "1", "--anchor-weight", "0"],
-    "anchored": ["--average-carves", "5", "--anchor-weight", "1"],  # the default since the anchor study
+    "anchored": ["--average-carves", "5", "--anchor-weight", "1"],  # the default after the anchor study
+    "anchored2": ["--average-carves", "5", "--anchor-weight", "2"],  # the default since the anchor-weight study
+    "anchored4": ["--average-carves", "5", "--anchor-weight", "4"],
     "out128-single": ["--out-dim", "128", "--average-carves", "1"],
     "out128-average5": ["--out-dim", "128", "--average-carves", "5"],
     "out128-teacher-scored": ["--out-dim", "128", "--pseudo-scorer", "teacher"],
+    "out128-anchored-teacher": ["--out-dim", "128", "--anchor-weight", "1"],
+    "out128-pseudo1": ["--out-dim", "128", "--pseudo-weight", "1"],
+    "out128-pseudo6": ["--out-dim", "128", "--pseudo-weight", "6"],
+    "cmse128-anchored-teacher": ["--out-dim", "128", "--loss", "cosine-mse", "--anchor-weight", "1"],
     "cmse128": ["--out-dim", "128", "--loss", "cosine-mse"],
     "cmse128-teacher-scored": ["--out-dim", "128", "--loss", "cosine-mse", "--pseudo-scorer", "teacher"],
     "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],

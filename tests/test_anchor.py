@@ -62,7 +62,7 @@ def test_the_term_is_the_weighted_kl_of_the_two_rankings():
 def test_the_default_run_anchors_the_head_and_says_so(tmp_path):
     out = train_small_run(tmp_path, "--average-carves", "1")
     summary = json.loads((out / "training_summary.json").read_text())
-    assert summary["anchor"].startswith("KL to the bare encoder's ranking of") and "weight 1" in summary["anchor"]
+    assert summary["anchor"].startswith("KL to the bare encoder's ranking of") and "weight 2" in summary["anchor"]
     assert "Pseudo-queries anchored to the bare encoder (--anchor-weight)" in (out / "README.md").read_text()
     off = train_small_run(tmp_path / "off", "--average-carves", "1", "--anchor-weight", "0")
     assert json.loads((off / "training_summary.json").read_text())["anchor"] == ""

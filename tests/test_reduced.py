@@ -171,14 +171,29 @@ def test_the_pseudo_query_scorer_flag_picks_who_scores_them(tmp_path, encoder_di
 
     def spy(container, query_head, document_head, teacher, *args, pseudo=None, **kwargs):
         x = torch.randn(3, query_head.in_features)
-        seen[scorer] = (torch.equal(pseudo.teacher(x), x), pseudo.teacher is teacher)
+        seen[scorer] = (torch.equal(pseudo.teacher(x), x), pseudo.teacher is teacher, pseudo.weight)
         return real(container, query_head, document_head, teacher, *args, pseudo=pseudo, **kwargs)
 
     monkeypatch.setattr(run_module, "distill", spy)
+    extra = {"bare": [], "teacher": ["--pseudo-weight", "6", "--anchor-weight", "0.5"]}
     for scorer in ("bare", "teacher"):
         code = run_train(encoder_dir, pairs, tmp_path / scorer, tmp_path / "cache", "--out-dim", "8", "--epochs", "2",
                          "--learning-rate", "3e-3", "--weight-decay", "0", "--average-carves", "1",
-                         "--pseudo-scorer", scorer)  # fmt: skip
+                         "--pseudo-scorer", scorer, *extra[scorer])  # fmt: skip
         assert code == 0
-    assert seen["bare"] == (True, False)
-    assert seen["teacher"][1] is True
+    assert seen["bare"] == (True, False, 3.0)
+    assert seen["teacher"][1:] == (True, 6.0)  # --pseudo-weight reaches the distillation
+    anchors = {name: json.loads((tmp_path / name / "training_summary.json").read_text())["anchor"] for name in extra}
+    assert anchors["bare"] == "" and "weight 0.5" in anchors["teacher"]  # a given --anchor-weight anchors the teacher
+
+
+def test_the_anchor_default_depends_on_the_placement(capsys):
+    """--anchor-weight defaults to 2 for a full-width head and to 0 for a distilled model's teacher; a negative
+    --pseudo-weight is refused."""
+    assert parse_settings([]).anchor_weight == 2.0
+    assert parse_settings(["--out-dim", "8"]).anchor_weight == 0.0
+    assert parse_settings(["--out-dim", "8", "--placement", "distill-queries"]).anchor_weight == 0.0
+    assert parse_settings(["--out-dim", "8", "--anchor-weight", "2"]).anchor_weight == 2.0
+    with pytest.raises(SystemExit) as stop:
+        parse_settings(["--pseudo-weight", "-1"])
+    assert stop.value.code == 2 and "--pseudo-weight must be >= 0" in capsys.readouterr().err

@@ -42,7 +42,7 @@ from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
 from modeling.training.pseudo_queries import pseudo_queries
 from modeling.training.selection import PooledChoice, carve_seeds, pooled_choice, recarve, vetoed
-from modeling.training.settings import TrainSettings, Trial
+from modeling.training.settings import DISTILL_PLACEMENTS, TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,6 @@ logger = logging.getLogger(__name__)
 INTERPOLATIONS = (0.25, 0.5, 0.75, 1.0)
 DEV_NOISE = 0.005  # dev nDCG@10 differences below this are noise: prefer the larger step toward the trained head
 DISTILL_DOCUMENTS = 50_000  # a larger corpus is distilled on a seeded sample of this many documents
-PSEUDO_WEIGHT = 3.0  # the pseudo-queries' KL term against the training queries' (README, "Reduced models")
 UNSEEN_TOLERANCE = 0.005  # issue 13: below the bare encoder on the by-document dev half by more than this: vetoed
 
 
@@ -617,7 +616,7 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
         # --pseudo-scorer: the teacher learned from queries about training documents; the bare encoder judges every
         # document's own first sentence alike, and led for both losses on outer dev carves (README, "Reduced models")
         scorer = teacher if settings.pseudo_scorer == "teacher" else (lambda x: x)
-        pseudo = PseudoQueries(student.pseudo, scorer, weight=PSEUDO_WEIGHT)
+        pseudo = PseudoQueries(student.pseudo, scorer, weight=settings.pseudo_weight)
     return distill(
         student.container, layout.head, layout.document_head, teacher,
         queries=prepared.cache.get(list(data.pairs)), documents=prepared.cache.get(corpus), epochs=epochs,
@@ -788,12 +787,11 @@ def train(
     if is_main_process() and not settings.resume:
         shutil.rmtree(trials, ignore_errors=True)  # a fresh run: no trial of an earlier run may be reused
     check_and_record(trials, identity, settings.resume, write=is_main_process())
-    distilling = settings.placement in ("distill", "distill-queries")
+    distilling = settings.placement in DISTILL_PLACEMENTS
     # distill: the grid trains the full-width query-only teacher; the reduced student comes after it.
-    # The teacher trains without --anchor-weight: the student has its own pseudo-query term against the bare encoder,
-    # and the distilled model was measured on outer dev carves that way (README, "Reduced models").
+    # The teacher's --anchor-weight defaults to 0 (settings): the student has its own pseudo-query term.
     grid_settings = (
-        replace(settings, placement="query", out_features=None, init=None, anchor_weight=0.0)
+        replace(settings, placement="query", out_features=None, init=None)
         if distilling
         else settings
     )

@@ -80,6 +80,9 @@ def flag(name: str, group: str, help: str, **argparse_kwargs):
     return field(default=default, metadata=metadata)
 
 
+DEFAULT_PSEUDO_WEIGHT = 3.0  # distill: the pseudo-queries' KL term against the training queries' (README)
+DEFAULT_ANCHOR_WEIGHT = 2.0  # quality_study.py --dev-only: ahead of 1 and 4 on dev nDCG@10 (README, "The pseudo-query anchor")
+DISTILL_PLACEMENTS = ("distill", "distill-queries")
 DEFAULT_AVERAGE_CARVES = 5  # quality_study.py --dev-only: +0.015 dev nDCG@10 over one run (README, issue 10)
 
 
@@ -188,13 +191,22 @@ class TrainSettings:
         default="bare",
         choices=("bare", "teacher"),
     )
-    anchor_weight: float = flag(
+    pseudo_weight: float = flag(
+        "--pseudo-weight",
+        "training",
+        f"distill placements: weight of the pseudo-queries' KL term against the training queries' (default "
+        f"{DEFAULT_PSEUDO_WEIGHT:g})",
+        default=DEFAULT_PSEUDO_WEIGHT,
+        type=float,
+    )
+    anchor_weight: float | None = flag(
         "--anchor-weight",
         "training",
         "full-width query heads: weight of a KL term that keeps the head's ranking of the pseudo-queries (each "
         "document's first sentence, --pseudo-queries of them) at the bare encoder's, so documents no training query "
-        "touches keep their place (0: off; default 1; a distilled model's teacher trains without it)",
-        default=1.0,
+        "touches keep their place (0: off; default 2, and 0 for a distilled model's teacher, which this flag sets "
+        "when given)",
+        default=None,
         type=float,
     )
     average_carves: int | None = flag(
@@ -314,6 +326,9 @@ class TrainSettings:
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
         self.weight_decays = tuple(self.weight_decays)
+        if self.anchor_weight is None:  # the distilled student has its own pseudo-query term (README, "Reduced models")
+            placement = self.placement or ("query" if self.out_features is None else REDUCED_DEFAULT)
+            self.anchor_weight = 0.0 if placement in DISTILL_PLACEMENTS else DEFAULT_ANCHOR_WEIGHT
         if self.average_carves is None:  # --selection-carves spends the extra carves on selection instead
             self.average_carves = 1 if self.selection_carves > 1 else DEFAULT_AVERAGE_CARVES
         if self.output_dir is not None:
@@ -400,8 +415,8 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error("--epochs must be >= 1 and --batch-size >= 2")
     if settings.hard_negatives < 0:
         parser.error("--hard-negatives must be >= 0")
-    if settings.anchor_weight < 0:
-        parser.error("--anchor-weight must be >= 0")
+    if settings.anchor_weight < 0 or settings.pseudo_weight < 0:
+        parser.error("--anchor-weight and --pseudo-weight must be >= 0")
     if settings.selection_carves < 1 or settings.average_carves < 1:
         parser.error("--selection-carves and --average-carves must be >= 1")
     if settings.selection_carves > 1 and settings.average_carves > 1:
