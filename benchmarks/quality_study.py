@@ -6,8 +6,9 @@ Each (variant, carve) is the user's own command, ``python train.py --data D --ou
 the variant's flags (``--seed`` seeds the carve of the dev split and the training), so what is measured is what a
 user runs. The model is then scored on the test split: nDCG@10 over all queries and the seen/unseen slices
 (modeling.evaluation.slices), with trec_eval's metric through the project's own search and metrics; when the model
-folder holds ``hybrid.json`` (the fusion weight training chose on its dev split), the convex min-max hybrid of the
-model and BM25 with that weight is scored too. Nothing here chooses anything: the test split never feeds back.
+folder holds ``hybrid.json`` (the fusion weight and normalisation training chose on its dev split), the convex hybrid
+of the model and BM25 with them is scored too, as ``evaluate.py`` does (before this round: min-max at the saved
+weight whatever the saved normalisation; ``--rescore`` scores saved models again). Nothing here chooses anything: the test split never feeds back.
 
 ``--dev-only SEED...`` chooses without a test split at all: for each outer seed the training queries are carved
 the way ``train.py`` carves its dev split, the outer dev queries become the ``test`` qrels of a BEIR folder written
@@ -116,9 +117,10 @@ class Scorer:
         row = {"test": self.slices_of(dense)}
         hybrid_file = None if model_dir is None else model_dir / "hybrid.json"
         if hybrid_file is not None and hybrid_file.is_file():
-            weight = json.loads(hybrid_file.read_text())["dense_weight"]
-            row["hybrid_weight"] = weight
-            row["hybrid"] = self.slices_of(convex(dense, self.bm25, weight, self.depth))
+            saved = json.loads(hybrid_file.read_text())
+            weight, normalisation = saved["dense_weight"], saved.get("normalisation", "min-max")
+            row["hybrid_weight"], row["hybrid_normalisation"] = weight, normalisation
+            row["hybrid"] = self.slices_of(convex(dense, self.bm25, weight, self.depth, normalisation))
         return row
 
 
@@ -231,22 +233,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SEED",
         help="score on the dev queries of these outer carves instead of the test split (docstring)",
     )
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the saved models of the results already in OUTPUT again (no training), e.g. after a scoring fix",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.dev_only:
         for outer in args.dev_only:
             folder = dev_folder(args.data, outer, Path(args.output))
-            study(str(folder), args.variants, args.carves, Path(args.output) / f"outer-{outer}-runs")
+            study(str(folder), args.variants, args.carves, Path(args.output) / f"outer-{outer}-runs", args.rescore)
         return 0
-    return study(args.data, args.variants, args.carves, Path(args.output))
+    return study(args.data, args.variants, args.carves, Path(args.output), args.rescore)
 
 
-def study(data: str, variants: list[str], carves: list[int], output: Path) -> int:
-    """Every (variant, carve) of ``data`` trained and scored on its test split; results under ``output``."""
+def study(data: str, variants: list[str], carves: list[int], output: Path, rescore: bool = False) -> int:
+    """Every (variant, carve) of ``data`` trained and scored on its test split; results under ``output``. With
+    ``rescore``, only the results already there are scored again from their saved models."""
     output.mkdir(parents=True, exist_ok=True)
     results_file = output / "results.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     scorer = Scorer(data)
+    if rescore:
+        for key, row in results.items():
+            model_dir = output / key
+            if key != "bare encoder" and (model_dir / "training_summary.json").is_file():
+                row.update(scorer.score(model_dir))
+                print(key, json.dumps(row.get("hybrid")), row.get("hybrid_normalisation"), flush=True)
+        results_file.write_text(json.dumps(results, indent=2))
+        (output / "results.md").write_text(markdown(results))
+        return 0
     if "bare encoder" not in results:
         results["bare encoder"] = scorer.score(None)
     for variant in variants:
