@@ -56,6 +56,7 @@ VARIANTS: dict[str, list[str]] = {
     "out128-average5": ["--out-dim", "128", "--average-carves", "5"],
     "out128-teacher-scored": ["--out-dim", "128", "--pseudo-scorer", "teacher"],
     "out128-anchored-teacher": ["--out-dim", "128", "--anchor-weight", "1"],
+    "out128-distill-queries": ["--out-dim", "128", "--placement", "distill-queries"],
     "out128-pseudo1": ["--out-dim", "128", "--pseudo-weight", "1"],
     "out128-pseudo6": ["--out-dim", "128", "--pseudo-weight", "6"],
     "cmse128-anchored-teacher": ["--out-dim", "128", "--loss", "cosine-mse", "--anchor-weight", "1"],
