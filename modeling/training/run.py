@@ -790,11 +790,7 @@ def train(
     distilling = settings.placement in DISTILL_PLACEMENTS
     # distill: the grid trains the full-width query-only teacher; the reduced student comes after it.
     # The teacher's --anchor-weight defaults to 0 (settings): the student has its own pseudo-query term.
-    grid_settings = (
-        replace(settings, placement="query", out_features=None, init=None)
-        if distilling
-        else settings
-    )
+    grid_settings = replace(settings, placement="query", out_features=None, init=None) if distilling else settings
     prepared = prepare(data, grid_settings, None if distilling else model_card_data)
     results, states = run_grid(prepared, grid_settings, settings.grid())
     pooled = pool_carves(prepared, grid_settings, data, results)

@@ -81,7 +81,7 @@ def flag(name: str, group: str, help: str, **argparse_kwargs):
 
 
 DEFAULT_PSEUDO_WEIGHT = 3.0  # distill: the pseudo-queries' KL term against the training queries' (README)
-DEFAULT_ANCHOR_WEIGHT = 2.0  # quality_study.py --dev-only: ahead of 1 and 4 on dev nDCG@10 (README, "The pseudo-query anchor")
+DEFAULT_ANCHOR_WEIGHT = 2.0  # outer dev carves: ahead of 1 and 4 (README, "The anchor's weight")
 DISTILL_PLACEMENTS = ("distill", "distill-queries")
 DEFAULT_AVERAGE_CARVES = 5  # quality_study.py --dev-only: +0.015 dev nDCG@10 over one run (README, issue 10)
 
