@@ -321,14 +321,15 @@ class TrainSettings:
     @property
     def layout(self) -> str:
         """The saved model's layout (``query``, ``symmetric`` or ``routes``) for this placement."""
-        return PLACEMENT_LAYOUTS[self.placement or "query"]
+        return PLACEMENT_LAYOUTS[self.placement]
 
     def __post_init__(self) -> None:
         self.learning_rates = tuple(self.learning_rates)
         self.weight_decays = tuple(self.weight_decays)
+        if self.placement is None:  # --out-dim alone trains the reduced default
+            self.placement = "query" if self.out_features is None else REDUCED_DEFAULT
         if self.anchor_weight is None:  # the distilled student has its own pseudo-query term (README, "Reduced models")
-            placement = self.placement or ("query" if self.out_features is None else REDUCED_DEFAULT)
-            self.anchor_weight = 0.0 if placement in DISTILL_PLACEMENTS else DEFAULT_ANCHOR_WEIGHT
+            self.anchor_weight = 0.0 if self.placement in DISTILL_PLACEMENTS else DEFAULT_ANCHOR_WEIGHT
         if self.average_carves is None:  # --selection-carves spends the extra carves on selection instead
             self.average_carves = 1 if self.selection_carves > 1 else DEFAULT_AVERAGE_CARVES
         if self.output_dir is not None:
@@ -439,8 +440,6 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
         parser.error("--pseudo-queries must be >= 0")
     if settings.out_features is not None and settings.out_features < 1:
         parser.error("--out-dim must be >= 1")
-    if settings.placement is None:
-        settings.placement = "query" if settings.out_features is None else REDUCED_DEFAULT
     if settings.out_features is not None and settings.placement == "query":
         parser.error(
             "--out-dim with --placement query: a query-only head must keep the document dimension; drop --placement "
