@@ -62,6 +62,12 @@ VARIANTS: dict[str, list[str]] = {
     "cmse128-anchored-teacher": ["--out-dim", "128", "--loss", "cosine-mse", "--anchor-weight", "1"],
     "cmse128": ["--out-dim", "128", "--loss", "cosine-mse"],
     "cmse128-teacher-scored": ["--out-dim", "128", "--loss", "cosine-mse", "--pseudo-scorer", "teacher"],
+    "average8": ["--average-carves", "8"],  # the default with 8 runs in the mean instead of 5
+    "sent3": ["--pseudo-sentences", "3"],  # the anchor's pseudo-queries: the first and 2 more sentences per document
+    "sentall": ["--pseudo-sentences", "1000"],  # every sentence (up to --pseudo-queries)
+    "out128-sent3": ["--out-dim", "128", "--pseudo-sentences", "3"],
+    "out128-sentall": ["--out-dim", "128", "--pseudo-sentences", "1000"],
+    "cmse128-sent3": ["--out-dim", "128", "--loss", "cosine-mse", "--pseudo-sentences", "3"],
     "negatives-off-carves3": ["--hard-negatives", "0", "--selection-carves", "3"],
 }
 SLICE_NAMES = ("all", "seen", "unseen")

@@ -72,7 +72,7 @@ TRAINING_LABELS = {
     "dev_by_document": "Dev nDCG@10 on queries whose documents training never saw",
     "vetoed": "Candidates ruled out on those queries",
     "distillation_epochs": "Distillation epochs (chosen on dev)",
-    "pseudo_queries": "Pseudo-queries distilled (first sentences of documents)",
+    "pseudo_queries": "Pseudo-queries distilled",
 }
 _NOT_LISTED = {"collapse_guard_verdict", "dev_metrics", "limitations", "trials", "kept_identity", "logs_note"}
 TRIAL_COLUMNS = {

@@ -132,7 +132,8 @@ def reduced_info(summary: Any) -> dict[str, Any]:
         f"{4 * out:,} bytes per document (float32), against {4 * full:,} for the full encoder: {out / full:.0%}"
     )
     info["distillation_epochs"] = get("distill_epochs")
-    info["pseudo_queries"] = get("pseudo_queries") or None
+    count = get("pseudo_queries")
+    info["pseudo_queries"] = f"{count:,} ({get('pseudo_source') or 'first sentences of documents'})" if count else None
     columns = {"This model": get("trained_dev") or {}}
     if get("full_width_dev"):
         columns[f"Full-width ({full}-d) query-only head"] = get("full_width_dev")

@@ -12,7 +12,7 @@ from torch import nn
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.anchor import Anchor, AnchoredLoss
 from modeling.training.settings import parse_settings
-from tests.training_fixtures import train_small_run
+from tests.training_fixtures import pair_rows, run_train, save_tiny_encoder, train_small_run, write_jsonl
 
 
 class Inner(nn.Module):
@@ -68,7 +68,31 @@ def test_the_default_run_anchors_the_head_and_says_so(tmp_path):
     assert json.loads((off / "training_summary.json").read_text())["anchor"] == ""
 
 
+def test_more_sentences_per_document_anchor_more_pseudo_queries(tmp_path):
+    """--pseudo-sentences 3: each document's first sentence and two more of it join the anchor, and it says so."""
+
+    rows = [{**row, "positive": f"{row['positive']}. Ask for {row['query']}. Or for {row['query']} again."}
+            for row in pair_rows(160)]  # fmt: skip
+    encoder, data = save_tiny_encoder(tmp_path / "encoder"), write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+    def anchor_of(folder, *flags):
+        assert (
+            run_train(encoder, data, folder, tmp_path / "cache", "--epochs", "1", "--average-carves", "1", *flags) == 0
+        )
+        return json.loads((folder / "training_summary.json").read_text())["anchor"]
+
+    one, three = anchor_of(tmp_path / "one"), anchor_of(tmp_path / "three", "--pseudo-sentences", "3")
+    assert (
+        "(first sentences of documents)" in one and "(first sentences of documents and up to 2 more of each)" in three
+    )
+    count = lambda text: int(text.split(" pseudo-queries")[0].rsplit(" ", 1)[1].replace(",", ""))  # noqa: E731
+    assert count(three) > count(one)
+
+
 def test_bad_anchor_weight_exits_2():
     with pytest.raises(SystemExit) as exit_info:
         parse_settings(["--anchor-weight", "-1"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        parse_settings(["--pseudo-sentences", "0"])
     assert exit_info.value.code == 2

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.distill import PseudoQueries, distill, embed
-from modeling.training.pseudo_queries import MAX_WORDS, first_sentence, pseudo_queries
+from modeling.training.pseudo_queries import MAX_WORDS, first_sentence, pseudo_queries, sentences
 
 
 def test_first_sentence_is_a_title_or_the_opening_sentence():
@@ -50,3 +51,29 @@ def test_pseudo_queries_teach_rankings_the_training_queries_never_ask_for():
         return (student.argmax(-1) == torch.arange(200, 260)).float().mean().item()
 
     assert agreement(True) > agreement(False)
+
+
+def test_sentences_join_short_ones_and_start_with_the_first_sentence():
+    text = "A title of a paper. Background. We tested it in mice! " + " ".join(["long"] * 60) + ". Ok."
+    found = sentences(text)
+    assert found[0] == first_sentence(text) == "A title of a paper."
+    assert found[1] == "Background. We tested it in mice!"  # the one-word sentence is joined to the next
+    assert len(found[2].split()) == MAX_WORDS and len(found) == 3  # cut at MAX_WORDS; the trailing "Ok." dropped
+
+
+def test_more_sentences_per_document_keep_the_first_ones_and_draw_the_rest_seeded():
+    corpus = [f"Title {i} here. " + " ".join(f"Sentence {j} of document {i}." for j in range(6)) for i in range(20)]
+    one = pseudo_queries(corpus, limit=1000)
+    three = pseudo_queries(corpus, limit=1000, per_document=3, seed=4)
+    assert three[:20] == one  # first sentences first, in corpus order
+    assert len(three) == 60 and len(set(three)) == 60
+    for i in range(20):  # two more from each document, never its first
+        assert sum(f"of document {i}." in q for q in three[20:]) == 2
+    assert three == pseudo_queries(corpus, limit=1000, per_document=3, seed=4)
+    assert three != pseudo_queries(corpus, limit=1000, per_document=3, seed=5)
+    capped = pseudo_queries(corpus, limit=30, per_document=3)
+    assert len(capped) == 30 and capped[:20] == one  # the limit takes from the extra sentences first
+    every = pseudo_queries(corpus, limit=1000, per_document=100)
+    assert len(every) == 20 * 7
+    with pytest.raises(ValueError, match="per_document"):
+        pseudo_queries(corpus, limit=10, per_document=0)

@@ -2,7 +2,8 @@
 
 Why: the ranking loss only sees queries about training documents, so the head also learns "was a training
 positive" as a prior (on SciFact's unseen test queries it doubled the share of training positives in the top 10).
-One pseudo-query per document (its first sentence, ``modeling.training.pseudo_queries``) covers the whole corpus;
+Pseudo-queries from every document (its first sentence, and with ``--pseudo-sentences`` others;
+``modeling.training.pseudo_queries``) cover the whole corpus;
 a KL term between the head's and the bare encoder's softmax over the documents for a random batch of them asks the
 head to leave the ranking of documents no training query touches where the encoder had it. The same term, with
 the bare encoder scoring, is what places those documents in a distilled reduced model (``distill.py``).
@@ -22,13 +23,14 @@ ANCHOR_BATCH = 64  # pseudo-queries per step
 class Anchor:
     """The pre-head embeddings of the pseudo-queries and the (normalised) documents they are ranked against."""
 
-    def __init__(self, pseudo: Tensor, documents: Tensor, head: nn.Module, weight: float, seed: int = 0) -> None:
+    def __init__(self, pseudo: Tensor, documents: Tensor, head: nn.Module, weight: float, seed: int = 0,
+                 source: str = "first sentences of documents") -> None:  # fmt: skip
         self.pseudo, self.documents = pseudo.float(), F.normalize(documents.float(), dim=-1)
-        self.head, self.weight, self.seed = head, weight, seed
+        self.head, self.weight, self.seed, self.source = head, weight, seed, source
 
     def describe(self) -> str:
-        return (f"KL to the bare encoder's ranking of {len(self.pseudo):,} pseudo-queries (first sentences of "
-                f"documents) over {len(self.documents):,} documents, weight {self.weight:g}")  # fmt: skip
+        return (f"KL to the bare encoder's ranking of {len(self.pseudo):,} pseudo-queries ({self.source}) over "
+                f"{len(self.documents):,} documents, weight {self.weight:g}")  # fmt: skip
 
 
 class AnchoredLoss(nn.Module):

@@ -40,7 +40,7 @@ from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
 from modeling.training.negatives import base_guide
 from modeling.training.output import check_output_dir, staging_dir, swap_in
-from modeling.training.pseudo_queries import pseudo_queries
+from modeling.training.pseudo_queries import pseudo_description, pseudo_queries
 from modeling.training.selection import PooledChoice, carve_seeds, pooled_choice, recarve, vetoed
 from modeling.training.settings import DISTILL_PLACEMENTS, TrainSettings, Trial
 from modeling.training.trial import TrialLog, TrialResult, head_state, run_trial
@@ -101,7 +101,8 @@ class TrainSummary:
     vetoes: list[str] = field(default_factory=list)  # candidates the by-document dev half ruled out
     distill_epochs: int | None = None  # distill: the student's epochs, chosen on dev
     distill_seconds: float | None = None
-    pseudo_queries: int | None = None  # distill: pseudo-queries (first sentences of documents) distilled beside them
+    pseudo_queries: int | None = None  # distill: pseudo-queries (sentences of documents) distilled beside them
+    pseudo_source: str = ""  # what those pseudo-queries are (--pseudo-sentences)
     hard_negatives: str = ""  # how they were drawn, or empty when off
     hybrid: dict = field(default_factory=dict)  # hybrid.json: the fusion weight with BM25 chosen on dev
     anchor: str = ""  # --anchor-weight: the pseudo-queries' KL term, or empty when off
@@ -220,13 +221,18 @@ def corpus_sample(corpus: list[str], seed: int) -> list[str]:
 
 
 def pseudo_query_embeddings(cache: EmbeddingCache, corpus: list[str], settings: TrainSettings):
-    """Pre-head embeddings of up to ``--pseudo-queries`` first sentences of ``corpus`` (embedded once through the
+    """Pre-head embeddings of up to ``--pseudo-queries`` sentences of ``corpus`` (``--pseudo-sentences`` per document;
+    embedded once through the
     cache); None when there are none."""
-    texts = pseudo_queries(corpus, settings.pseudo_queries, seed=settings.seed) if settings.pseudo_queries else []
+    texts = (
+        pseudo_queries(corpus, settings.pseudo_queries, seed=settings.seed, per_document=settings.pseudo_sentences)
+        if settings.pseudo_queries
+        else []
+    )
     if not texts:
         return None
-    cache.ensure(texts, description="Embedding pseudo-queries (first sentences of documents)")
-    logger.info("%d pseudo-queries (first sentences of documents)", len(texts))
+    cache.ensure(texts, description="Embedding pseudo-queries (sentences of documents)")
+    logger.info("%d pseudo-queries (%s)", len(texts), pseudo_description(settings.pseudo_sentences))
     return cache.get(texts)
 
 
@@ -242,7 +248,8 @@ def build_anchor(settings: TrainSettings, data: TrainingData, cache: EmbeddingCa
     if pseudo is None:
         return None
     documents = cache.get(corpus_sample(data.corpus, settings.seed))
-    anchor = Anchor(pseudo, documents, layout.head, settings.anchor_weight, seed=settings.seed)
+    anchor = Anchor(pseudo, documents, layout.head, settings.anchor_weight, seed=settings.seed,
+                    source=pseudo_description(settings.pseudo_sentences))  # fmt: skip
     logger.info("anchor: %s", anchor.describe())
     return anchor
 
@@ -817,6 +824,7 @@ def train(
         summary.vetoes = summary.vetoes + student.vetoes
         summary.distill_epochs, summary.distill_seconds = student.epochs, student.seconds
         summary.pseudo_queries = 0 if student.pseudo is None else len(student.pseudo)
+        summary.pseudo_source = pseudo_description(settings.pseudo_sentences)
         summary.seconds = time.time() - started
     if is_main_process():
         if fill_card is not None:

@@ -131,6 +131,14 @@ class TrainSettings:
         default=50_000,
         type=int,
     )
+    pseudo_sentences: int = flag(
+        "--pseudo-sentences",
+        "model",
+        "sentences per document made pseudo-queries: the first, plus this many minus one drawn at random from the "
+        "rest (default 1: the first only)",
+        default=1,
+        type=int,
+    )
     init: str | None = flag(
         "--init", "model", "head initialisation (default: identity, or PCA for a reduced head)", choices=INITS
     )
@@ -436,6 +444,8 @@ def validate(settings: TrainSettings, parser: argparse.ArgumentParser) -> None:
             f"--format stock needs --kind linear: a {settings.kind} head has a non-linear branch that "
             "sentence-transformers' own Dense module cannot hold (or keep --format custom)"
         )
+    if settings.pseudo_sentences < 1:
+        parser.error("--pseudo-sentences must be >= 1 (1: each document's first sentence only)")
     if settings.pseudo_queries < 0:
         parser.error("--pseudo-queries must be >= 0")
     if settings.out_features is not None and settings.out_features < 1:
