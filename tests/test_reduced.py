@@ -17,7 +17,7 @@ from modeling.model.layout import ModelLayout
 from modeling.model.projection_head import ProjectionHead
 from modeling.training.distill import distill
 from modeling.training.pseudo_queries import pseudo_queries
-from modeling.training.run import Prepared, choose, unseen_veto
+from modeling.training.run import Prepared, Student, StudentCurve, choose, choose_student, unseen_veto
 from modeling.training.settings import REDUCED_DEFAULT, TrainSettings, parse_settings
 from modeling.training.trial import TrialResult
 from tests.training_fixtures import pair_rows, run_train, state_hash, write_jsonl
@@ -198,3 +198,61 @@ def test_the_anchor_default_depends_on_the_placement(capsys):
     with pytest.raises(SystemExit) as stop:
         parse_settings(["--pseudo-weight", "-1"])
     assert stop.value.code == 2 and "--pseudo-weight must be >= 0" in capsys.readouterr().err
+
+
+def curve(metric: list[float], unseen: list[float], base: float = 0.66) -> StudentCurve:
+    return StudentCurve([{"ndcg@10": m, "recall@10": m} for m in metric], unseen, base)
+
+
+def student_with(curves: list[StudentCurve]) -> Student:
+    container = nn.Linear(1, 1, bias=False)
+    start = {"weight": torch.zeros(1, 1)}
+    container.load_state_dict(start)
+    student = Student(model=None, twin=None, container=container, start_state=start, curves=curves)
+    student.first_states = [{"weight": torch.full((1, 1), float(epoch))} for epoch in range(1, len(curves[0].dev))]
+    return student
+
+
+def test_the_student_epoch_is_chosen_on_dev_pooled_over_the_carves():
+    """One carve alone would stop at epoch 1; pooled with a second carve the best epoch is 3. The student keeps the
+    first carve's maps and dev figures at that epoch."""
+    first = curve([0.60, 0.70, 0.66, 0.68], [0.65, 0.66, 0.66, 0.66])
+    second = curve([0.60, 0.61, 0.70, 0.75], [0.65, 0.66, 0.66, 0.66])
+    alone = student_with([first])
+    choose_student(alone)
+    assert alone.epochs == 1
+    both = student_with([first, second])
+    choose_student(both)
+    assert both.epochs == 3 and both.container.weight.item() == 3.0
+    assert both.dev["ndcg@10"] == 0.68 and both.dev_unseen == 0.66 and both.start_dev["ndcg@10"] == 0.60
+
+
+def test_the_student_veto_reads_the_pooled_by_document_half():
+    """Epoch 2 leads on pooled dev but its pooled by-document half is below both the bare encoder and the start by
+    more than 0.005: vetoed, and the next best (epoch 1) is kept; nothing above the start keeps the start."""
+    first = curve([0.60, 0.65, 0.70], [0.65, 0.655, 0.60])
+    second = curve([0.60, 0.64, 0.69], [0.65, 0.650, 0.64])
+    student = student_with([first, second])
+    choose_student(student)
+    assert student.epochs == 1 and student.container.weight.item() == 1.0
+    assert len(student.vetoes) == 1 and "epoch 2" in student.vetoes[0] and "pooled over 2 carves" in student.vetoes[0]
+    flat = student_with([curve([0.70, 0.69, 0.60], [0.65, 0.65, 0.65])])
+    choose_student(flat)
+    assert flat.epochs == 0 and flat.container.weight.item() == 0.0 and flat.dev["ndcg@10"] == 0.70
+
+
+def test_every_carve_of_the_teacher_mean_gets_a_student_curve(tmp_path, encoder_dir, pairs, monkeypatch):
+    """--average-carves 3 with --out-dim: the student is distilled from each carve's chosen teacher and scored on
+    that carve's dev (three curves), and the epoch is chosen from all three."""
+    import modeling.training.run as run_module
+
+    chosen_from = []
+    real = run_module.choose_student
+    monkeypatch.setattr(run_module, "choose_student", lambda student: (chosen_from.append(list(student.curves)),
+                                                                       real(student)))  # fmt: skip
+    code = run_train(encoder_dir, pairs, tmp_path / "out", tmp_path / "cache", "--out-dim", "8", "--epochs", "2",
+                     "--learning-rate", "3e-3", "--weight-decay", "0", "--average-carves", "3")  # fmt: skip
+    assert code == 0 and len(chosen_from) == 1
+    curves = chosen_from[0]
+    assert len(curves) == 3 and all(len(c.dev) == 3 for c in curves)  # the start and 2 epochs, per carve
+    assert curves[0].dev[0] != curves[1].dev[0]  # each carve's own dev split
