@@ -224,9 +224,8 @@ def corpus_sample(corpus: list[str], seed: int) -> list[str]:
 
 
 def pseudo_query_embeddings(cache: EmbeddingCache, corpus: list[str], settings: TrainSettings):
-    """Pre-head embeddings of up to ``--pseudo-queries`` sentences of ``corpus`` (``--pseudo-sentences`` per document;
-    embedded once through the
-    cache); None when there are none."""
+    """Pre-head embeddings of up to ``--pseudo-queries`` sentences of ``corpus`` (``--pseudo-sentences`` per document),
+    embedded once through the cache; None when there are none."""
     texts = (
         pseudo_queries(corpus, settings.pseudo_queries, seed=settings.seed, per_document=settings.pseudo_sentences)
         if settings.pseudo_queries
