@@ -19,16 +19,6 @@ MAX_WORDS = 48  # a pseudo-query is a query, not a passage: long first sentences
 MIN_WORDS = 3  # shorter first sentences ("Background.") are no query: the next sentence is joined to them
 
 
-def first_sentence(text: str, max_words: int = MAX_WORDS) -> str:
-    """The document's opening sentence (at least ``MIN_WORDS`` words when the text has them), cut at ``max_words``."""
-    taken: list[str] = []
-    for sentence in SENTENCE_END.split(text.strip()):
-        taken.extend(sentence.split())
-        if len(taken) >= MIN_WORDS:
-            break
-    return " ".join(taken[:max_words])
-
-
 def sentences(text: str, max_words: int = MAX_WORDS) -> list[str]:
     """The document's sentences of at least ``MIN_WORDS`` words (a shorter one is joined to the next), each cut at
     ``max_words``; the first is ``first_sentence``."""
@@ -42,6 +32,11 @@ def sentences(text: str, max_words: int = MAX_WORDS) -> list[str]:
     if pending and (not taken or len(pending) >= MIN_WORDS):
         taken.append(" ".join(pending[:max_words]))
     return taken
+
+
+def first_sentence(text: str, max_words: int = MAX_WORDS) -> str:
+    """The document's opening sentence (at least ``MIN_WORDS`` words when the text has them), cut at ``max_words``."""
+    return next(iter(sentences(text, max_words)), "")
 
 
 def pseudo_description(per_document: int) -> str:
@@ -60,8 +55,6 @@ def pseudo_queries(corpus: list[str], limit: int, seed: int = 0, per_document: i
         raise ValueError(f"per_document must be >= 1, got {per_document}.")
     rng = random.Random(seed)
     documents = corpus if len(corpus) <= limit else rng.sample(corpus, limit)
-    if per_document == 1:
-        return list(dict.fromkeys(q for q in map(first_sentence, documents) if q))
     firsts, others = [], []
     for text in documents:
         found = sentences(text)

@@ -665,10 +665,6 @@ def student_curve(prepared: Prepared, student: Student, settings: TrainSettings,
     return result.states
 
 
-def mean_or_nan(values: list[float]) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
 def choose_student(student: Student) -> None:
     """The epoch with the best dev nDCG@10 pooled over the carves' curves (the mean over carves, each scored with
     the student of its own teacher) among those ``unseen_veto`` lets through on the pooled by-document half; the PCA
@@ -679,9 +675,9 @@ def choose_student(student: Student) -> None:
     the teacher is already the mean of the carves' heads, so its student is chosen on all their dev queries.
     Leaves the first carve's maps at the chosen epoch in the student, and its dev figures in ``dev``."""
     curves, epochs = student.curves, len(student.curves[0].dev)
-    metric = [mean_or_nan([c.dev[e][SELECTION_METRIC] for c in curves]) for e in range(epochs)]
-    unseen = [mean_or_nan([c.unseen[e] for c in curves]) for e in range(epochs)]
-    base = mean_or_nan([c.base_unseen for c in curves])
+    metric = [statistics.fmean([c.dev[e][SELECTION_METRIC] for c in curves]) for e in range(epochs)]
+    unseen = [statistics.fmean([c.unseen[e] for c in curves]) for e in range(epochs)]
+    base = statistics.fmean([c.base_unseen for c in curves])
     pooled_over = f"pooled over {len(curves)} carves" if len(curves) > 1 else "dev"
     first = curves[0]
     student.epochs, student.start_dev = 0, first.dev[0]
