@@ -114,7 +114,7 @@ def average_text(runs: list[dict], distilled: bool = False, carved: bool = True)
 
 def reduced_info(summary: Any) -> dict[str, Any]:
     """A reduced model's facts: its dimension, the index bytes per document against the full encoder, and its dev
-    quality beside the full-width head (distill: the teacher), the PCA start and the bare encoder."""
+    quality beside the full-width head (distill: the teacher), the untrained start and the bare encoder."""
     get = lambda name, default=None: getattr(summary, name, default)
     out, full = get("out_features"), get("in_features")
     info: dict[str, Any] = {}
@@ -138,7 +138,8 @@ def reduced_info(summary: Any) -> dict[str, Any]:
     if get("full_width_dev"):
         columns[f"Full-width ({full}-d) query-only head"] = get("full_width_dev")
     if get("start_dev"):
-        columns[f"PCA start ({out}-d, untrained)"] = get("start_dev")
+        start = "the teacher's queries and the documents projected by PCA" if get("placement") == "distill" else "PCA"
+        columns[f"Start ({out}-d, untrained: {start})"] = get("start_dev")
     columns["Base encoder"] = get("base_dev") or {}
     info["dev_metrics"] = columns
     return info

@@ -15,7 +15,7 @@ from modeling.cache.embedding_cache import EmbeddingCache
 from modeling.data.training_data import load_training_data
 from modeling.model.layout import ModelLayout
 from modeling.model.projection_head import ProjectionHead
-from modeling.training.distill import distill
+from modeling.training.distill import distill, start_at_teacher
 from modeling.training.pseudo_queries import pseudo_queries
 from modeling.training.run import Prepared, Student, StudentCurve, choose, choose_student, unseen_veto
 from modeling.training.settings import REDUCED_DEFAULT, TrainSettings, parse_settings
@@ -200,6 +200,48 @@ def test_the_anchor_default_depends_on_the_placement(capsys):
     assert stop.value.code == 2 and "--pseudo-weight must be >= 0" in capsys.readouterr().err
 
 
+def trained_head(in_features: int, out_features: int | None = None, kind: str = "linear", seed: int = 0):
+    """A head moved off its start (random change and bias), as a trained teacher would be."""
+    head = ProjectionHead(in_features, out_features, kind=kind, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.copy_(0.3 * torch.randn(parameter.shape, generator=generator))
+    return head.eval()
+
+
+def apply(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return head({"sentence_embedding": x})["sentence_embedding"]
+
+
+def test_the_students_query_map_starts_at_the_teacher_projected_by_the_document_map():
+    """A linear teacher: the query map's start is exactly the document map composed with it, on any query (not only
+    the few it was read from), and its learned change is zero so training starts there."""
+    teacher, documents = trained_head(12), torch.randn(40, 12, generator=torch.Generator().manual_seed(1))
+    query_map, document_map = ProjectionHead(12, 4).fit_pca(documents), ProjectionHead(12, 4).fit_pca(documents)
+    pca_start = apply(query_map, documents[:3]).clone()
+    start_at_teacher(query_map, document_map, lambda x: apply(teacher, x), documents[:3])  # 3 inputs < 12 dims
+    fresh = torch.randn(7, 12, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(apply(query_map, fresh), apply(document_map, apply(teacher, fresh)))
+    assert not torch.allclose(apply(query_map, documents[:3]), pca_start)
+    assert not query_map.delta.any() and not query_map.bias.any()
+
+
+def test_a_nonlinear_teacher_start_is_the_least_squares_fit_over_the_queries():
+    """An MLP teacher is not affine: the start is the best affine fit over the given queries, closer to the
+    projected teacher there than the teacher's linearisation at zero."""
+    teacher = trained_head(12, kind="mlp")
+    queries = torch.randn(200, 12, generator=torch.Generator().manual_seed(3))
+    query_map, document_map = ProjectionHead(12, 4).fit_pca(queries), ProjectionHead(12, 4).fit_pca(queries)
+    target = apply(document_map, apply(teacher, queries))
+    start_at_teacher(query_map, document_map, lambda x: apply(teacher, x), queries)
+    fit_error = (apply(query_map, queries) - target).pow(2).mean()
+    zero = apply(document_map, apply(teacher, torch.zeros(1, 12)))
+    slope = apply(document_map, apply(teacher, torch.eye(12))) - zero
+    linearised_error = (queries @ slope + zero - target).pow(2).mean()
+    assert fit_error < linearised_error
+
+
 def curve(metric: list[float], unseen: list[float], base: float = 0.66) -> StudentCurve:
     return StudentCurve([{"ndcg@10": m, "recall@10": m} for m in metric], unseen, base)
 
@@ -209,7 +251,7 @@ def student_with(curves: list[StudentCurve]) -> Student:
     start = {"weight": torch.zeros(1, 1)}
     container.load_state_dict(start)
     student = Student(model=None, twin=None, container=container, start_state=start, curves=curves)
-    student.first_states = [{"weight": torch.full((1, 1), float(epoch))} for epoch in range(1, len(curves[0].dev))]
+    student.first_states = [{"weight": torch.full((1, 1), float(epoch))} for epoch in range(len(curves[0].dev))]
     return student
 
 

@@ -1,7 +1,9 @@
 """Distil a full-width query-only head into a reduced model (``--placement distill``, issue 13 design d).
 
 The teacher is the default 384-d query-only head (documents stay the bare encoder's). The student is a ``routes``
-model: a query map and a document map into ``out_dim``, both starting from PCA of the corpus. It learns to
+model: a query map and a document map into ``out_dim``. The document map starts from PCA of the corpus; the query
+map starts from the teacher's query vector projected by that PCA map (``start_at_teacher``), so step 0 already ranks
+as the teacher does, as far as the reduced space can hold it. It learns to
 reproduce the teacher's ranking of *the whole corpus* for every training query (KL divergence between the two
 softmax distributions over all documents, at the ranking loss's scale), plus the bare encoder's document-document
 cosines on random document samples. Every document is in every step's loss, so documents no training query touches
@@ -41,7 +43,37 @@ def embed(head: nn.Module, x: Tensor) -> Tensor:
 class DistillResult:
     losses: list[float] = field(default_factory=list)  # mean loss per epoch
     states: list[dict] = field(default_factory=list)  # the heads' state after each epoch (epoch e at index e - 1)
+    start: dict = field(default_factory=dict)  # the heads' state before the first epoch (epoch 0)
     seconds: float = 0.0
+
+
+def affine_map(function: Callable[[Tensor], Tensor], inputs: Tensor) -> tuple[Tensor, Tensor]:
+    """(weight, bias) of the affine map that ``function`` is (read off the basis vectors, exact), or, when it is not
+    affine on ``inputs`` (an MLP head), the least-squares affine fit over ``inputs``."""
+    dim = inputs.shape[1]
+    zero = function(torch.zeros(1, dim, dtype=inputs.dtype))
+    weight, bias = (function(torch.eye(dim, dtype=inputs.dtype)) - zero).T, zero[0]
+    if torch.allclose(inputs @ weight.T + bias, function(inputs), rtol=1e-3, atol=1e-4):
+        return weight, bias
+    design = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
+    solution = torch.linalg.lstsq(design, function(inputs)).solution  # (in + 1, out)
+    return solution[:-1].T, solution[-1]
+
+
+def start_at_teacher(query_head: nn.Module, document_head: nn.Module, teacher: Callable[[Tensor], Tensor],
+                     inputs: Tensor) -> None:  # fmt: skip
+    """Start the query map (its base weight and bias; its learned change zeroed) at the teacher's query vector mapped
+    by the document map: the teacher's ranking, projected into the reduced space. For linear heads that is the
+    document map composed with the teacher; otherwise its least-squares fit over ``inputs`` (pre-head query
+    embeddings). Why: from a PCA start the query map must first relearn what the teacher already learned; on outer
+    dev carves this start led the PCA start at every epoch (README, "Reduced models")."""
+    with torch.no_grad():
+        weight, bias = affine_map(lambda x: document_head({"sentence_embedding": teacher(x)})["sentence_embedding"],
+                                  inputs)  # fmt: skip
+        query_head.base_weight.copy_(weight)
+        query_head.base_bias.copy_(bias)
+        query_head.delta.zero_()
+        query_head.bias.zero_()
 
 
 def teacher_targets(teacher: Callable[[Tensor], Tensor], queries: Tensor, documents: Tensor, scale: float) -> Tensor:
@@ -115,7 +147,7 @@ def distill(
     targets = teacher_targets(teacher, queries, documents, scale)
     parameters = [p for p in container.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
-    result = DistillResult()
+    result = DistillResult(start={k: v.detach().clone() for k, v in container.state_dict().items()})
     container.train()
     for epoch in range(epochs):
         order = torch.randperm(len(queries), generator=generator)

@@ -37,7 +37,7 @@ from modeling.model.build import build_model, encoder_display_name, load_encoder
 from modeling.model.layout import ModelLayout
 from modeling.training.dataset import training_dataset
 from modeling.training.dev import SELECTION_METRIC, dev_evaluator, dev_metrics, probe_pairs
-from modeling.training.distill import DistillResult, PseudoQueries, distill
+from modeling.training.distill import DistillResult, PseudoQueries, distill, start_at_teacher
 from modeling.training.hybrid import HybridChoice, choose_hybrid, pool_hybrid, save_hybrid
 from modeling.training.identity import check_and_record, run_identity
 from modeling.training.losses import LOSSES
@@ -591,13 +591,13 @@ class Student:
     start_dev: dict[str, float] = field(default_factory=dict)
     pseudo: Any = None  # pre-head embeddings of the pseudo-queries (None: --pseudo-queries 0)
     curves: list[StudentCurve] = field(default_factory=list)  # one per carve, the first from the data's own carve
-    first_states: list[dict] = field(default_factory=list)  # the first carve's maps after each epoch
+    first_states: list[dict] = field(default_factory=list)  # the first carve's maps at each epoch (0: the start)
 
 
 @dataclass
 class StudentCurve:
-    """One carve's dev scores of the student at each distillation epoch (index 0: the PCA start), its teacher the
-    head chosen on that carve."""
+    """One carve's dev scores of the student at each distillation epoch (index 0: the start, documents at PCA and
+    queries at the teacher projected by it), its teacher the head chosen on that carve."""
 
     dev: list[dict[str, float]]
     unseen: list[float]
@@ -605,7 +605,8 @@ class StudentCurve:
 
 
 def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, model_card_data=None) -> Student:
-    """The reduced model: a query map and a document map, both starting from PCA of the corpus."""
+    """The reduced model: a query map and a document map, both at PCA of the corpus until ``run_distillation``
+    starts the query map at the teacher."""
     head_kwargs = {"init": settings.init} if settings.init else {}
     model = build_model(
         prepared.encoder, kind=settings.kind, placement="routes", out_features=settings.out_features,
@@ -642,9 +643,13 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
         # document's own first sentence alike, and led for both losses on outer dev carves (README, "Reduced models")
         scorer = teacher if settings.pseudo_scorer == "teacher" else (lambda x: x)
         pseudo = PseudoQueries(student.pseudo, scorer, weight=settings.pseudo_weight)
+    queries = prepared.cache.get(list(data.pairs))
+    if settings.placement == "distill":  # distill-queries keeps its queries' PCA start, as fixed-documents does
+        start_at_teacher(layout.head, layout.document_head, teacher,
+                         queries if student.pseudo is None else torch.cat([queries, student.pseudo]))  # fmt: skip
     return distill(
         student.container, layout.head, layout.document_head, teacher,
-        queries=prepared.cache.get(list(data.pairs)), documents=prepared.cache.get(corpus), epochs=epochs,
+        queries=queries, documents=prepared.cache.get(corpus), epochs=epochs,
         batch_size=settings.batch_size, scale=settings.scale, seed=settings.seed, pseudo=pseudo,
     )  # fmt: skip
 
@@ -655,14 +660,14 @@ def student_curve(prepared: Prepared, student: Student, settings: TrainSettings,
     ``student.curves`` and returns the epochs' states. Leaves the student at its start."""
     result = run_distillation(prepared, student, settings, data, teacher_function(prepared.head), settings.epochs)
     dev, unseen = [], []
-    for state in [student.start_state, *result.states]:
+    for state in [result.start, *result.states]:
         student.container.load_state_dict(state)
         dev.append(dev_metrics(prepared.evaluator, student.twin))
         unseen.append(unseen_score(prepared.unseen_evaluator, student.twin))
     student.container.load_state_dict(student.start_state)
     student.curves.append(StudentCurve(dev, unseen, prepared.base_dev_unseen))
     student.seconds += result.seconds
-    return result.states
+    return [result.start, *result.states]
 
 
 def choose_student(student: Student) -> None:
@@ -693,8 +698,7 @@ def choose_student(student: Student) -> None:
         student.epochs = epoch
         break
     student.dev, student.dev_unseen = first.dev[student.epochs], first.unseen[student.epochs]
-    chosen = student.first_states[student.epochs - 1] if student.epochs else student.start_state
-    student.container.load_state_dict(chosen)
+    student.container.load_state_dict(student.first_states[student.epochs])
     logger.info(
         "distillation: epoch %d chosen, dev nDCG@10 %.4f (start %.4f; %s), by-document half %.4f",
         student.epochs, metric[student.epochs], metric[0], pooled_over, unseen[student.epochs],
@@ -713,8 +717,9 @@ def start_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
 
 def refit_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, student: Student,
                   refitted: bool) -> None:  # fmt: skip
-    """After the teacher's refit on train + dev: distil it again, on all the queries, for the chosen epochs."""
-    if not (refitted and student.epochs):
+    """After the teacher's refit on train + dev: distil it again, on all the queries, for the chosen epochs (0: the
+    start projected from the refit teacher)."""
+    if not refitted:
         return
     result = run_distillation(
         prepared, student, settings, data.with_dev_merged(), teacher_function(prepared.head), student.epochs
