@@ -250,9 +250,8 @@ def student_with(curves: list[StudentCurve]) -> Student:
     container = nn.Linear(1, 1, bias=False)
     start = {"weight": torch.zeros(1, 1)}
     container.load_state_dict(start)
-    student = Student(model=None, twin=None, container=container, start_state=start, curves=curves)
-    student.first_states = [{"weight": torch.full((1, 1), float(epoch))} for epoch in range(len(curves[0].dev))]
-    return student
+    curves[0].states = [{"weight": torch.full((1, 1), float(epoch))} for epoch in range(len(curves[0].dev))]
+    return Student(model=None, twin=None, container=container, start_state=start, curves=curves)
 
 
 def test_the_student_epoch_is_chosen_on_dev_pooled_over_the_carves():
@@ -285,7 +284,7 @@ def test_the_student_veto_reads_the_pooled_by_document_half():
 
 def test_every_carve_of_the_teacher_mean_gets_a_student_curve(tmp_path, encoder_dir, pairs, monkeypatch):
     """--average-carves 3 with --out-dim: the student is distilled from each carve's chosen teacher and scored on
-    that carve's dev (three curves), and the epoch is chosen from all three."""
+    that carve's dev (three curves), and the epoch and the hybrid weight are chosen from all three."""
     import modeling.training.run as run_module
 
     chosen_from = []
@@ -298,3 +297,8 @@ def test_every_carve_of_the_teacher_mean_gets_a_student_curve(tmp_path, encoder_
     curves = chosen_from[0]
     assert len(curves) == 3 and all(len(c.dev) == 3 for c in curves)  # the start and 2 epochs, per carve
     assert curves[0].dev[0] != curves[1].dev[0]  # each carve's own dev split
+    # the student's hybrid weight is chosen on the three carves' dev queries together, each by its own student
+    hybrid = json.loads((tmp_path / "out" / "hybrid.json").read_text())
+    dev_queries = sum(len(c.carve.dev_queries) for c in curves)
+    assert hybrid["source"].startswith(f"dev splits of 3 carves of the training queries ({dev_queries} queries")
+    assert "student" in hybrid["source"]

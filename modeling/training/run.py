@@ -591,7 +591,6 @@ class Student:
     start_dev: dict[str, float] = field(default_factory=dict)
     pseudo: Any = None  # pre-head embeddings of the pseudo-queries (None: --pseudo-queries 0)
     curves: list[StudentCurve] = field(default_factory=list)  # one per carve, the first from the data's own carve
-    first_states: list[dict] = field(default_factory=list)  # the first carve's maps at each epoch (0: the start)
 
 
 @dataclass
@@ -602,6 +601,8 @@ class StudentCurve:
     dev: list[dict[str, float]]
     unseen: list[float]
     base_unseen: float
+    states: list[dict] = field(default_factory=list, repr=False)  # the maps at each epoch (0: the start)
+    carve: Any = None  # the carve's TrainingData: its dev split scores the student's hybrid weight
 
 
 def build_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, model_card_data=None) -> Student:
@@ -657,7 +658,7 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
 def student_curve(prepared: Prepared, student: Student, settings: TrainSettings, data: TrainingData) -> list[dict]:
     """Distil ``prepared.head`` (the head chosen on ``data``'s carve) into the student from its start and score
     every epoch on that carve's dev split (all of it, and its by-document half); appends the curve to
-    ``student.curves`` and returns the epochs' states. Leaves the student at its start."""
+    ``student.curves`` with the epochs' states. Leaves the student at its start."""
     result = run_distillation(prepared, student, settings, data, teacher_function(prepared.head), settings.epochs)
     dev, unseen = [], []
     for state in [result.start, *result.states]:
@@ -665,9 +666,9 @@ def student_curve(prepared: Prepared, student: Student, settings: TrainSettings,
         dev.append(dev_metrics(prepared.evaluator, student.twin))
         unseen.append(unseen_score(prepared.unseen_evaluator, student.twin))
     student.container.load_state_dict(student.start_state)
-    student.curves.append(StudentCurve(dev, unseen, prepared.base_dev_unseen))
+    states = [result.start, *result.states]
+    student.curves.append(StudentCurve(dev, unseen, prepared.base_dev_unseen, states, data))
     student.seconds += result.seconds
-    return [result.start, *result.states]
 
 
 def choose_student(student: Student) -> None:
@@ -698,7 +699,7 @@ def choose_student(student: Student) -> None:
         student.epochs = epoch
         break
     student.dev, student.dev_unseen = first.dev[student.epochs], first.unseen[student.epochs]
-    student.container.load_state_dict(student.first_states[student.epochs])
+    student.container.load_state_dict(first.states[student.epochs])
     logger.info(
         "distillation: epoch %d chosen, dev nDCG@10 %.4f (start %.4f; %s), by-document half %.4f",
         student.epochs, metric[student.epochs], metric[0], pooled_over, unseen[student.epochs],
@@ -711,8 +712,26 @@ def start_student(prepared: Prepared, settings: TrainSettings, data: TrainingDat
     dev split the teacher never saw). ``--average-carves`` adds the other carves' curves; ``choose_student`` then
     picks the epoch."""
     student = build_student(prepared, settings, data, model_card_data)
-    student.first_states = student_curve(prepared, student, settings, data)
+    student_curve(prepared, student, settings, data)
     return student
+
+
+def student_fusion(student: Student) -> HybridChoice | None:
+    """The student's hybrid weight, chosen on every carve's dev queries together (``pool_hybrid``), each carve's
+    queries scored by that carve's student at the chosen epoch, as the full-width head's is (``average_carves``).
+    Why: chosen on the first carve's 81 dev queries, the normalisation flipped between min-max and z-score from
+    one seed to the next (README, "Reduced models"). Leaves the first carve's maps at the chosen epoch in place."""
+    fusions = []
+    for curve in student.curves:
+        student.container.load_state_dict(curve.states[student.epochs])
+        fusions.append(choose_fusion(student.twin, curve.carve))
+    student.container.load_state_dict(student.curves[0].states[student.epochs])
+    if any(fusion is None for fusion in fusions) or len(fusions) == 1:
+        return fusions[0]
+    queries = sum(fusion.num_queries for fusion in fusions)
+    kind = "carves of the training queries" if student.curves[0].carve.dev_carved else "seeds on the data's dev split"
+    return pool_hybrid(fusions, f"dev splits of {len(fusions)} {kind} ({queries} queries, each scored with the "
+                                "student of the head chosen on its own split)")  # fmt: skip
 
 
 def refit_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, student: Student,
@@ -857,7 +876,7 @@ def train(
     runs, hybrid = average_carves(prepared, grid_settings, data, choice, hybrid, not distilling, on_chosen)
     if student is not None:
         choose_student(student)
-        hybrid = choose_fusion(student.twin, data)  # the first carve's student at the chosen epoch, on its dev
+        hybrid = student_fusion(student)
     summary = summarize(data, settings, prepared, results, choice, refitted, started, hybrid)
     if runs:
         summary.average_carves = runs
