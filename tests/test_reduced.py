@@ -242,6 +242,21 @@ def test_a_nonlinear_teacher_start_is_the_least_squares_fit_over_the_queries():
     assert fit_error < linearised_error
 
 
+def test_an_mlp_teacher_is_distilled_from_its_least_squares_start(tmp_path, encoder_dir, pairs, monkeypatch):
+    """--kind mlp --out-dim: the teacher is not affine, so the student's query map starts at its least-squares fit;
+    the run completes and the saved reduced model embeds queries and documents into the reduced width."""
+    fits, real_lstsq = [], torch.linalg.lstsq
+    monkeypatch.setattr(torch.linalg, "lstsq", lambda *a, **k: (fits.append(a[0].shape), real_lstsq(*a, **k))[1])
+    code = run_train(encoder_dir, pairs, tmp_path / "out", tmp_path / "cache", "--out-dim", "8", "--kind", "mlp",
+                     "--epochs", "2", "--learning-rate", "1e-3", "--average-carves", "1")  # fmt: skip
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "training_summary.json").read_text())
+    assert summary["distill_epochs"] is not None and summary["start_dev"]["ndcg@10"] > 0
+    assert fits  # the least-squares start, not the exact composition of linear heads
+    model = SentenceTransformer(str(tmp_path / "out"), trust_remote_code=True)
+    assert model.encode_query(["a query"]).shape == (1, 8) == model.encode_document(["a document"]).shape
+
+
 def curve(metric: list[float], unseen: list[float], base: float = 0.66) -> StudentCurve:
     return StudentCurve([{"ndcg@10": m, "recall@10": m} for m in metric], unseen, base)
 
