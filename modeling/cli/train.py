@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary.distill_epochs is not None:
         print(
             f"that was the full-width teacher; the {summary.out_features}-d model learned its scores for "
-            f"{summary.distill_epochs} epochs (chosen on dev; 0 keeps the start: the teacher's queries projected by PCA), for the training queries and "
+            f"{summary.distill_epochs} epochs (chosen on dev; 0 keeps the start: the teacher's queries projected by "
+            "PCA), for the training queries and "
             f"{summary.pseudo_queries or 0:,} pseudo-queries ({summary.pseudo_source})"
         )
     if summary.out_features and summary.in_features and summary.out_features < summary.in_features:

@@ -655,18 +655,17 @@ def run_distillation(prepared: Prepared, student: Student, settings: TrainSettin
     )  # fmt: skip
 
 
-def student_curve(prepared: Prepared, student: Student, settings: TrainSettings, data: TrainingData) -> list[dict]:
+def student_curve(prepared: Prepared, student: Student, settings: TrainSettings, data: TrainingData) -> None:
     """Distil ``prepared.head`` (the head chosen on ``data``'s carve) into the student from its start and score
     every epoch on that carve's dev split (all of it, and its by-document half); appends the curve to
     ``student.curves`` with the epochs' states. Leaves the student at its start."""
     result = run_distillation(prepared, student, settings, data, teacher_function(prepared.head), settings.epochs)
-    dev, unseen = [], []
-    for state in [result.start, *result.states]:
+    states, dev, unseen = [result.start, *result.states], [], []
+    for state in states:
         student.container.load_state_dict(state)
         dev.append(dev_metrics(prepared.evaluator, student.twin))
         unseen.append(unseen_score(prepared.unseen_evaluator, student.twin))
     student.container.load_state_dict(student.start_state)
-    states = [result.start, *result.states]
     student.curves.append(StudentCurve(dev, unseen, prepared.base_dev_unseen, states, data))
     student.seconds += result.seconds
 
