@@ -568,11 +568,17 @@ def average_carves(
         logger.info("average of carves: run %d of %d (carve %d) done", len(states), len(seeds), seed)
     prepared.head.load_state_dict(mean_state(states))
     if len(fusions) == len(seeds):
-        queries = sum(fusion.num_queries for fusion in fusions)
-        kind = "carves of the training queries" if data.dev_carved else "seeds on the data's dev split"
-        hybrid = pool_hybrid(fusions, f"dev splits of {len(seeds)} {kind} ({queries} queries, each scored with "
-                                      "the head chosen on its own split)")  # fmt: skip
+        hybrid = pooled_fusion(fusions, data.dev_carved, "the head chosen on its own split")
     return records, hybrid
+
+
+def pooled_fusion(fusions: list[HybridChoice], carved: bool, scored_with: str) -> HybridChoice:
+    """One hybrid choice from every carve's dev queries together (``pool_hybrid``), saying where it came from."""
+    queries = sum(fusion.num_queries for fusion in fusions)
+    kind = "carves of the training queries" if carved else "seeds on the data's dev split"
+    return pool_hybrid(
+        fusions, f"dev splits of {len(fusions)} {kind} ({queries} queries, each scored with {scored_with})"
+    )
 
 
 @dataclass
@@ -727,10 +733,7 @@ def student_fusion(student: Student) -> HybridChoice | None:
     student.container.load_state_dict(student.curves[0].states[student.epochs])
     if any(fusion is None for fusion in fusions) or len(fusions) == 1:
         return fusions[0]
-    queries = sum(fusion.num_queries for fusion in fusions)
-    kind = "carves of the training queries" if student.curves[0].carve.dev_carved else "seeds on the data's dev split"
-    return pool_hybrid(fusions, f"dev splits of {len(fusions)} {kind} ({queries} queries, each scored with the "
-                                "student of the head chosen on its own split)")  # fmt: skip
+    return pooled_fusion(fusions, student.curves[0].carve.dev_carved, "the student of the head chosen on its own split")
 
 
 def refit_student(prepared: Prepared, settings: TrainSettings, data: TrainingData, student: Student,
