@@ -53,10 +53,11 @@ def affine_map(function: Callable[[Tensor], Tensor], inputs: Tensor) -> tuple[Te
     dim = inputs.shape[1]
     zero = function(torch.zeros(1, dim, dtype=inputs.dtype))
     weight, bias = (function(torch.eye(dim, dtype=inputs.dtype)) - zero).T, zero[0]
-    if torch.allclose(inputs @ weight.T + bias, function(inputs), rtol=1e-3, atol=1e-4):
+    outputs = function(inputs)
+    if torch.allclose(inputs @ weight.T + bias, outputs, rtol=1e-3, atol=1e-4):
         return weight, bias
     design = torch.cat([inputs, torch.ones(len(inputs), 1, dtype=inputs.dtype)], dim=1)
-    solution = torch.linalg.lstsq(design, function(inputs)).solution  # (in + 1, out)
+    solution = torch.linalg.lstsq(design, outputs).solution  # (in + 1, out)
     return solution[:-1].T, solution[-1]
 
 

@@ -678,8 +678,8 @@ def student_curve(prepared: Prepared, student: Student, settings: TrainSettings,
 
 def choose_student(student: Student) -> None:
     """The epoch with the best dev nDCG@10 pooled over the carves' curves (the mean over carves, each scored with
-    the student of its own teacher) among those ``unseen_veto`` lets through on the pooled by-document half; the PCA
-    start stays a candidate (epochs that do not beat it are not taken).
+    the student of its own teacher) among those ``unseen_veto`` lets through on the pooled by-document half; the
+    untrained start (epoch 0) stays a candidate (epochs that do not beat it are not taken).
 
     Why pooled: one carve's 81 dev queries (40 by document) chose the epoch with a standard error of 0.03, and on
     SciFact they stopped some seeds' students at epoch 3 or 4 (test nDCG@10 0.75-0.77 against 0.82 at epoch 19);
